@@ -1,0 +1,182 @@
+"""One HybridRR step (spec §2, inner loop body), for any :class:`~hybridopt.problem.Problem`.
+
+For a mini-batch B (the spec's case is |B| = 1) at z = (x, y):
+
+    h  = ∇_y f_B(x, y)                                          (FO block, autograd, unperturbed point)
+    g_r = [f_B(x + μ u_r, y) - f_B(x - μ u_r, y)] / (2μ)        (central; r = 1..q)
+    x <- x - η_x (1/q) Σ_r g_r u_r ,   y <- y - η_y h             (Jacobi: both read z)
+
+Cost per step with q directions and M micro-batches: 2qM perturbed forwards (each perturbs
+on the fly, see :mod:`hybridopt.directions`) + 1 update sweep over the ZO block, i.e. 3 sweeps
+that generate directions for q = M = 1 (MeZO's published step makes 4 in-place passes).  The
+projected gradients g_r never leave the device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .config import HybridConfig, lr_multiplier
+from .directions import Directions, Perturbation
+from .problem import Problem
+from .rng import step_seed
+from .updates import apply_zo_update, make_fo_optimizer
+
+
+@dataclass
+class StepStats:
+    """What one step did. ``loss`` is f_B at the unperturbed point when it was evaluated
+    (FO block present, or forward estimator), else the mean of the 2q probe values (= f_B
+    up to O(μ²)).  ``projected`` holds the q projected gradients g_r (device tensor)."""
+
+    step: int
+    loss: torch.Tensor
+    projected: torch.Tensor | None
+    zo_evals: int
+    fo_grads: int
+    zo_passes: int
+    lr_x: float
+    lr_y: float
+
+
+@dataclass
+class ZOLogEntry:
+    """Everything needed to redo step ``step``'s ZO update: x <- decay·x + Σ_r coeffs[r] u_r."""
+
+    step: int
+    seed: int
+    coeffs: torch.Tensor
+    decay: float
+
+
+class HybridOptimizer:
+    """Hybrid zeroth-/first-order optimizer over a problem's two blocks."""
+
+    def __init__(self, problem: Problem, config: HybridConfig | None = None, keep_zo_log: bool = True) -> None:
+        self.problem = problem
+        self.config = config or HybridConfig()
+        self.step_count = 0
+        self.fo_opt = make_fo_optimizer(problem.fo_params, self.config)
+        self.keep_zo_log = keep_zo_log
+        self.zo_log: list[ZOLogEntry] = []
+
+    @property
+    def zo_params(self) -> list[torch.Tensor]:
+        return self.problem.zo_params
+
+    @property
+    def fo_params(self) -> list[torch.Tensor]:
+        return self.problem.fo_params
+
+    def directions(self, step: int) -> Directions:
+        """The q directions of ``step`` (regenerated from the base seed and the step index)."""
+        return Directions(self.config.direction, step_seed(self.config.seed, step), self.zo_params,
+                          q=self.config.q, replicate_shape=self.problem.replicate_shape)
+
+    def _micro_batches(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        m = min(self.config.grad_accum, batch.shape[-1])
+        return [c for c in torch.tensor_split(batch, m, dim=-1) if c.shape[-1] > 0]
+
+    def step(self, batch: torch.Tensor) -> StepStats:
+        cfg, prob = self.config, self.problem
+        t = self.step_count
+        mult = lr_multiplier(cfg, t)
+        lr_x, lr_y = cfg.lr_x * mult, cfg.lr_y * mult
+        micro = self._micro_batches(batch)
+        total = batch.shape[-1]
+        weights = [c.shape[-1] / total for c in micro]
+        has_zo, has_fo = bool(self.zo_params), bool(self.fo_params)
+        zo_evals = fo_grads = passes = 0
+
+        # FO block: gradient at the unperturbed point (accumulated over micro-batches).
+        base_losses: list[torch.Tensor] | None = None
+        if has_fo:
+            self.fo_opt.zero_grad(set_to_none=True)
+            base_losses = []
+            for c, w in zip(micro, weights):
+                loss = prob.loss(c)
+                (loss.sum() * w).backward()
+                base_losses.append(loss.detach())
+            fo_grads = total
+
+        projected = None
+        probe_mean = None
+        if has_zo:
+            dirs = self.directions(t)
+            with torch.no_grad():
+                if cfg.estimator == "forward" and base_losses is None:
+                    base_losses = [prob.loss(c) for c in micro]
+                    zo_evals += total
+                g, probe_sum = [], 0.0
+                for r in range(cfg.q):
+                    acc = 0.0
+                    for i, (c, w) in enumerate(zip(micro, weights)):
+                        f_plus = prob.loss(c, Perturbation(dirs, r, cfg.mu)).to(_acc_dtype(c, prob))
+                        if cfg.estimator == "central":
+                            f_minus = prob.loss(c, Perturbation(dirs, r, -cfg.mu)).to(f_plus.dtype)
+                            acc = acc + w * (f_plus - f_minus) / (2 * cfg.mu)
+                            probe_sum = probe_sum + w * (f_plus + f_minus) / 2
+                            passes += 2
+                        else:
+                            acc = acc + w * (f_plus - base_losses[i].to(f_plus.dtype)) / cfg.mu
+                            passes += 1
+                    g.append(acc)
+                projected = torch.stack(g)
+                zo_evals += total * cfg.q * (2 if cfg.estimator == "central" else 1)
+                coeffs = projected * (-lr_x / cfg.q)
+                decay = 1.0 - lr_x * cfg.weight_decay_x
+                apply_zo_update(self.zo_params, dirs, coeffs, decay)
+                passes += 1
+                if self.keep_zo_log:
+                    self.zo_log.append(ZOLogEntry(t, dirs.seed, coeffs.detach().clone(), decay))
+                if cfg.estimator == "central":
+                    probe_mean = probe_sum / cfg.q
+
+        if has_fo:
+            for group in self.fo_opt.param_groups:
+                group["lr"] = lr_y
+            self.fo_opt.step()
+
+        if base_losses is not None:
+            loss = sum(w * l.to(torch.float64 if l.dtype == torch.float64 else torch.float32)
+                       for w, l in zip(weights, base_losses))
+        else:
+            loss = probe_mean
+        self.step_count += 1
+        return StepStats(t, loss.detach(), projected, zo_evals, fo_grads, passes, lr_x, lr_y)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer state (the parameters themselves are the problem's): step counter, FO
+        optimizer state and, if kept, the ZO log."""
+        return {"step": self.step_count, "config": self.config.to_dict(),
+                "fo_opt": None if self.fo_opt is None else self.fo_opt.state_dict(),
+                "zo_log": [(e.step, e.seed, e.coeffs, e.decay) for e in self.zo_log]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != self.config.to_dict():
+            diff = sorted(k for k in state["config"] if state["config"][k] != self.config.to_dict().get(k))
+            raise ValueError(f"checkpoint was made with a different optimizer config (differs in: {', '.join(diff)})")
+        self.step_count = int(state["step"])
+        if self.fo_opt is not None:
+            self.fo_opt.load_state_dict(state["fo_opt"])
+        self.zo_log = [ZOLogEntry(*e) for e in state["zo_log"]]
+
+
+def _acc_dtype(batch: torch.Tensor, prob: Problem) -> torch.dtype:
+    # Differences of losses are formed in at least float32 (bf16 losses would lose g entirely).
+    for p in list(prob.zo_params) + list(prob.fo_params):
+        if p.dtype == torch.float64:
+            return torch.float64
+    return torch.float32
+
+
+def replay_zo_log(params: Sequence[torch.Tensor], log: Sequence[ZOLogEntry], config: HybridConfig,
+                  replicate_shape: tuple[int, ...] = ()) -> None:
+    """Rebuild the ZO block from its initial value and the log of (seed, coefficients):
+    x_T = updates applied in order.  Bit-identical to the live run (same function, same order)."""
+    for e in log:
+        dirs = Directions(config.direction, e.seed, params, q=config.q, replicate_shape=replicate_shape)
+        apply_zo_update(params, dirs, e.coeffs, e.decay)

@@ -1,0 +1,56 @@
+"""Counter-based seeds: every random draw of a run is a pure function of (base seed, counters).
+
+A ZO direction is never stored.  It is regenerated from ``tensor_seed(step_seed, probe, j)``
+with a *local* ``torch.Generator``; the global RNG is never touched.  Because seeds are
+derived from counters (step index, probe index, tensor index) rather than drawn from a
+stateful stream, a resumed run, a replay of the ZO log and every rank of a data-parallel
+run regenerate bit-identical directions from the step counter alone.
+"""
+from __future__ import annotations
+
+import torch
+
+_MASK64 = (1 << 64) - 1
+_MASK63 = (1 << 63) - 1
+
+
+def splitmix64(x: int) -> int:
+    """One round of SplitMix64 (Steele, Lea & Flood 2014): a bijective 64-bit mixer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def mix(*parts: int) -> int:
+    """Hash a tuple of non-negative integers to a 63-bit seed (usable by ``manual_seed``)."""
+    h = 0x243F6A8885A308D3
+    for p in parts:
+        h = splitmix64(h ^ (int(p) & _MASK64))
+    return h & _MASK63
+
+
+def step_seed(base_seed: int, step: int, stream: int = 0) -> int:
+    """Seed of the ZO directions of optimizer step ``step`` (stream separates uses)."""
+    return mix(base_seed, stream, step)
+
+
+def tensor_seed(seed: int, probe: int, index: int) -> int:
+    """Seed of direction ``probe`` restricted to ZO tensor ``index``."""
+    return mix(seed, probe, index)
+
+
+class GeneratorPool:
+    """One reusable ``torch.Generator`` per device, reseeded for every draw."""
+
+    def __init__(self) -> None:
+        self._gens: dict[torch.device, torch.Generator] = {}
+
+    def get(self, device: torch.device, seed: int) -> torch.Generator:
+        device = torch.device(device)
+        gen = self._gens.get(device)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            self._gens[device] = gen
+        gen.manual_seed(seed)
+        return gen

@@ -1,0 +1,60 @@
+"""Update rules of the two blocks.
+
+ZO block (spec §2): x <- (1 - η_x λ_x) x - η_x · (1/q) Σ_r g_r u_r, applied in **one sweep** over
+the ZO tensors, regenerating each u_r from its seed (the q directions are summed in float32
+and rounded into the tensor once).  Weight decay λ_x acts only on tensors with ndim >= 2
+(matrices), chosen by structure.  The coefficients c_r = -η_x g_r / q stay on the device.
+
+FO block: ``torch.optim`` SGD (the theorem's), SGD with momentum, or Adam, with weight decay
+on tensors of ndim >= 2 only.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .config import HybridConfig
+from .directions import Directions
+
+
+def _broadcast(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return c.reshape(c.shape + (1,) * (like.dim() - c.dim()))
+
+
+@torch.no_grad()
+def apply_zo_update(params: Sequence[torch.Tensor], directions: Directions, coeffs: torch.Tensor,
+                    decay: float = 1.0) -> None:
+    """x_j <- decay_j * x_j + Σ_r coeffs[r] * u_r(j) for every ZO tensor j, in one sweep.
+
+    ``coeffs`` has shape (q, *replicate_shape).  ``decay`` applies to tensors with
+    ndim > len(replicate_shape) + 1 (matrices); it is 1 for the theorem's method.
+    This one function is used both by the optimizer and by :func:`replay_zo_log`, which is
+    what makes a replay bit-identical.
+    """
+    r = len(directions.replicate_shape)
+    for j, p in enumerate(params):
+        acc = None
+        for probe in range(coeffs.shape[0]):
+            u = directions.u(probe, j)
+            term = u.mul_(_broadcast(coeffs[probe].to(u.dtype), u))
+            acc = term if acc is None else acc.add_(term)
+        if decay != 1.0 and p.dim() - r >= 2:
+            p.mul_(decay)
+        p.add_(acc.to(p.dtype) if p.dtype != acc.dtype else acc)
+
+
+def make_fo_optimizer(params: Sequence[torch.Tensor], cfg: HybridConfig) -> torch.optim.Optimizer | None:
+    """torch.optim optimizer for the FO block, weight decay on matrices only (by shape)."""
+    params = list(params)
+    if not params:
+        return None
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay_y},
+                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    if cfg.fo_optimizer == "adam":
+        return torch.optim.AdamW(groups, lr=cfg.lr_y, betas=cfg.betas, eps=cfg.adam_eps)
+    momentum = cfg.momentum if cfg.fo_optimizer == "momentum" else 0.0
+    # SGD's weight decay is L2 (coupled); with plain SGD the two coincide.
+    return torch.optim.SGD(groups, lr=cfg.lr_y, momentum=momentum)
