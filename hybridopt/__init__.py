@@ -5,7 +5,7 @@ from function values; the first-order block y (the PEFT module) along its backpr
 one fresh permutation of the n components per epoch.  See ``theory/`` for the convergence
 framework and ``benchmarks/`` for LLM fine-tuning built on this core.
 """
-from .blocks import parameter_blocks, split_blocks
+from .blocks import split_blocks
 from .config import HybridConfig, lr_multiplier
 from .directions import Directions, Perturbation
 from .loop import train
@@ -20,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "DIRECTIONS", "ESTIMATORS", "METHODS", "Directions", "HybridConfig", "HybridOptimizer",
     "ModuleProblem", "Perturbation", "Problem", "RandomReshuffling", "StepStats", "TensorProblem",
-    "Trace", "ZOLogEntry", "lr_multiplier", "parameter_blocks", "replay_zo_log", "split_blocks", "train",
+    "Trace", "ZOLogEntry", "lr_multiplier", "replay_zo_log", "split_blocks", "train",
 ]

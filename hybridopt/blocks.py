@@ -1,4 +1,8 @@
-"""Which tensors are zeroth-order and which first-order: the five methods as configurations."""
+"""Which tensors are zeroth-order and which first-order: the five methods as configurations.
+
+The (base, adapter) split of a ``peft`` model is found by structure in
+:func:`hybridopt.llm.parameter_blocks`; this module only maps a method to the two blocks.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -15,14 +19,6 @@ def _unique(params) -> list[torch.Tensor]:
             seen.add(id(p))
             out.append(p)
     return out
-
-
-def parameter_blocks(model: torch.nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(base, adapter) by structure: a ``peft`` model marks its adapter trainable and freezes
-    the base, so the split is read from ``requires_grad``, never from parameter names.
-    Call it right after wrapping the model (an optimizer later changes ``requires_grad``)."""
-    params = _unique(model.parameters())
-    return [p for p in params if not p.requires_grad], [p for p in params if p.requires_grad]
 
 
 def split_blocks(method: str, base: Sequence[torch.Tensor], adapter: Sequence[torch.Tensor]

@@ -29,11 +29,14 @@ from .updates import apply_zo_update, make_fo_optimizer
 class StepStats:
     """What one step did. ``loss`` is f_B at the unperturbed point when it was evaluated
     (FO block present, or forward estimator), else the mean of the 2q probe values (= f_B
-    up to O(μ²)).  ``projected`` holds the q projected gradients g_r (device tensor)."""
+    up to O(μ²)).  ``projected`` holds the q projected gradients g_r (device tensor); with
+    Gaussian directions E[g_r²] = ||∇_x f_B||² + O(μ²), an estimate of the ZO block's squared
+    gradient.  ``fo_grad_sq`` = ||∇_y f_B||² exactly (before the FO update)."""
 
     step: int
     loss: torch.Tensor
     projected: torch.Tensor | None
+    fo_grad_sq: torch.Tensor | None
     zo_evals: int
     fo_grads: int
     zo_passes: int
@@ -100,6 +103,11 @@ class HybridOptimizer:
                 (loss.sum() * w).backward()
                 base_losses.append(loss.detach())
             fo_grads = total
+            r = len(prob.replicate_shape)
+            fo_grad_sq = sum(p.grad.detach().pow(2).flatten(r).sum(-1) for p in self.fo_params
+                             if p.grad is not None)
+        else:
+            fo_grad_sq = None
 
         projected = None
         probe_mean = None
@@ -145,7 +153,7 @@ class HybridOptimizer:
         else:
             loss = probe_mean
         self.step_count += 1
-        return StepStats(t, loss.detach(), projected, zo_evals, fo_grads, passes, lr_x, lr_y)
+        return StepStats(t, loss.detach(), projected, fo_grad_sq, zo_evals, fo_grads, passes, lr_x, lr_y)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 import hybridopt as ho
+from hybridopt.llm import parameter_blocks
 
 
 def quadratic_problem(n=12, dx=5, dy=3, seed=0, dtype=torch.float64, replicates=None):
@@ -56,7 +57,7 @@ def lora_problem(method="hybrid", dtype=torch.float32, n=24, seed=0):
     if method in ("fo-peft", "zo-peft", "hybrid"):
         model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["fc1", "fc2"],
                                                  init_lora_weights=False))
-        base, adapter = ho.parameter_blocks(model)
+        base, adapter = parameter_blocks(model)
     else:
         base, adapter = list(model.parameters()), []
     model.to(dtype)

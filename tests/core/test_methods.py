@@ -106,3 +106,19 @@ def test_forward_estimator_reuses_fo_forward():
     opt = ho.HybridOptimizer(prob, ho.HybridConfig(estimator="forward", q=2))
     stats = opt.step(torch.arange(4))
     assert stats.zo_evals == 4 * 2 and stats.zo_passes == 3
+
+
+def test_stationarity_proxies():
+    """fo_grad_sq = ||∇_y f_B||² exactly; E[g²] = ||∇_x f_B||² for Gaussian directions (+O(μ²))."""
+    reps = 4000
+    prob, A, b, _ = quadratic_problem(n=6, dx=5, dy=2, seed=2, replicates=reps)
+    prob.zo_params[0].fill_(0.2)
+    opt = ho.HybridOptimizer(prob, ho.HybridConfig(lr_x=1e-9, lr_y=1e-9, mu=1e-4, seed=1))
+    stats = opt.step(torch.arange(6).expand(reps, 6))
+    z = torch.cat([torch.full((5,), 0.2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)])
+    g = full_grad(A, b, z)
+    assert torch.allclose(stats.fo_grad_sq, g[5:].pow(2).sum().expand(reps), rtol=1e-9)
+    est = stats.projected[0].pow(2)
+    means = est.reshape(50, -1).mean(1)
+    se = means.std() / 50 ** 0.5
+    assert abs(est.mean() - g[:5].pow(2).sum()) <= 5 * se
