@@ -55,13 +55,16 @@ class Directions:
     """
 
     def __init__(self, kind: str, seed: int, params: Sequence[torch.Tensor], q: int = 1,
-                 replicate_shape: tuple[int, ...] = ()) -> None:
+                 replicate_shape: tuple[int, ...] = (), cache: bool = False) -> None:
         if kind not in DIRECTIONS:
             raise ValueError(f"unknown direction {kind!r}; valid: {', '.join(DIRECTIONS)}")
         self.kind, self.seed, self.q = kind, int(seed), int(q)
         self.replicate_shape = tuple(replicate_shape)
         self._params = list(params)
         self._scale: dict[int, torch.Tensor] = {}
+        # cache=True keeps each u for the step (memory = q x the ZO block): for small blocks
+        # (synthetic objectives) it trades memory for 2 of the 3 generation sweeps.
+        self._cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache else None
 
     def _raw(self, probe: int, j: int) -> torch.Tensor:
         p = self._params[j]
@@ -81,7 +84,16 @@ class Directions:
         return self._scale[probe]
 
     def u(self, probe: int, j: int) -> torch.Tensor:
-        """Direction ``probe`` on tensor ``j`` (float32/float64, the tensor's shape)."""
+        """Direction ``probe`` on tensor ``j`` (float32/float64, the tensor's shape).  A fresh
+        tensor each call (callers may modify it in place)."""
+        if self._cache is not None:
+            key = (probe, j)
+            if key not in self._cache:
+                self._cache[key] = self._direction(probe, j)
+            return self._cache[key].clone()
+        return self._direction(probe, j)
+
+    def _direction(self, probe: int, j: int) -> torch.Tensor:
         u = self._raw(probe, j)
         if self.kind == "sphere":
             s = self._sphere_scale(probe)

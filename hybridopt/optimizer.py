@@ -57,13 +57,24 @@ class ZOLogEntry:
 class HybridOptimizer:
     """Hybrid zeroth-/first-order optimizer over a problem's two blocks."""
 
-    def __init__(self, problem: Problem, config: HybridConfig | None = None, keep_zo_log: bool = True) -> None:
+    #: ZO blocks up to this many elements (times q) keep each step's directions in memory
+    #: instead of regenerating them for every sweep (small synthetic problems only).
+    CACHE_LIMIT = 1 << 22
+
+    def __init__(self, problem: Problem, config: HybridConfig | None = None, keep_zo_log: bool = True,
+                 cache_directions: bool | None = None) -> None:
+        """``cache_directions``: None chooses by size (:attr:`CACHE_LIMIT`); the result is
+        bit-identical either way, only memory and time differ."""
         self.problem = problem
         self.config = config or HybridConfig()
         self.step_count = 0
         self.fo_opt = make_fo_optimizer(problem.fo_params, self.config)
         self.keep_zo_log = keep_zo_log
         self.zo_log: list[ZOLogEntry] = []
+        if cache_directions is None:
+            size = sum(p.numel() for p in problem.zo_params) * self.config.q
+            cache_directions = size <= self.CACHE_LIMIT
+        self.cache_directions = cache_directions
 
     @property
     def zo_params(self) -> list[torch.Tensor]:
@@ -76,7 +87,8 @@ class HybridOptimizer:
     def directions(self, step: int) -> Directions:
         """The q directions of ``step`` (regenerated from the base seed and the step index)."""
         return Directions(self.config.direction, step_seed(self.config.seed, step), self.zo_params,
-                          q=self.config.q, replicate_shape=self.problem.replicate_shape)
+                          q=self.config.q, replicate_shape=self.problem.replicate_shape,
+                          cache=self.cache_directions)
 
     def _micro_batches(self, batch: torch.Tensor) -> list[torch.Tensor]:
         m = min(self.config.grad_accum, batch.shape[-1])

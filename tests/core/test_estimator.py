@@ -161,3 +161,16 @@ def test_gradient_accumulation_uses_same_directions():
     assert torch.allclose(s1.projected, s4.projected, rtol=1e-10, atol=1e-12)
     assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(w1, w4))
     assert s4.zo_passes == 2 * 2 * 4 + 1
+
+
+@pytest.mark.parametrize("direction", ["gaussian", "sphere"])
+def test_direction_cache_changes_nothing_but_cost(direction):
+    def run(cache):
+        prob, *_ = quadratic_problem(n=8)
+        opt = ho.HybridOptimizer(prob, ho.HybridConfig(lr_x=1e-2, lr_y=1e-2, q=2, direction=direction, seed=3),
+                                 cache_directions=cache)
+        tr = ho.train(opt, ho.RandomReshuffling(8, 2, seed=0), 5)
+        return tr.losses, [p.clone() for p in prob.zo_params + prob.fo_params]
+
+    (l1, w1), (l2, w2) = run(True), run(False)
+    assert l1 == l2 and all(torch.equal(a, b) for a, b in zip(w1, w2))
