@@ -54,7 +54,7 @@ PRESETS: dict[str, str] = {
     "vicuna-7b": "lmsys/vicuna-7b-v1.5",
     "llama-7b": "huggyllama/llama-7b",
 }
-_HF_IDS = {v: k for k, v in PRESETS.items() if not v.startswith("builtin:")}
+HF_IDS = {v: k for k, v in PRESETS.items() if not v.startswith("builtin:")}
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -356,13 +356,13 @@ def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "f
     elif preset == "builtin:smollm2":
         LAST_LOAD["cached"] = _smollm2_cached()
         model, tok = _load_smollm2(dt, device)
-    elif preset is not None or key in _HF_IDS:
+    elif preset is not None or key in HF_IDS:
         model, tok = _load_hf(preset or key, dt, device, allow_download)
     elif Path(key).expanduser().is_dir():
         model, tok = _load_hf(str(Path(key).expanduser()), dt, device, allow_download=False)
     else:
         raise ValueError(f"unknown model {name_or_path!r}: not a preset ({', '.join(PRESETS)}), "
-                         f"a preset's Hugging Face id ({', '.join(_HF_IDS)}) or a local directory")
+                         f"a preset's Hugging Face id ({', '.join(HF_IDS)}) or a local directory")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     model.eval()

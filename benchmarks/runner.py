@@ -1,0 +1,373 @@
+"""One fine-tuning run on the shared optimizer core, with checkpoints, resume and a result file.
+
+Protocol: train on the train split with random reshuffling; evaluate dev accuracy every
+``eval_every`` steps (and at steps 0 and ``steps``); select the checkpoint with the best dev
+accuracy (earliest on ties); compute test accuracy **once**, on that checkpoint.
+
+Checkpoints are small for the ZO block: they hold its log of (seed, coefficients) instead of
+its weights; on resume (and to restore the selected checkpoint) the ZO block is rebuilt from
+the freshly loaded initial model by replaying the log, which is bit-exact (same function,
+same order).  The FO block (adapter, or all weights for fo-full) and its optimizer state, the
+sampler state and the run history are stored as they are.  Every file is written atomically.
+"""
+from __future__ import annotations
+
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import hybridopt as ho
+from hybridopt.io import torch_save, write_json
+
+from .config import ConfigError, FinetuneConfig
+
+CHECKPOINT = "checkpoint.pt"
+RESULT = "result.json"
+CHECKPOINT_FORMAT = 1
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on; ``exit_code`` tells the CLI what to return."""
+
+    exit_code = 1
+
+
+class NonFiniteError(RunError):
+    exit_code = 3
+
+
+class Interrupted(RunError):
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+@dataclass
+class Setup:
+    model: torch.nn.Module
+    tokenizer: Any
+    problem: ho.ModuleProblem
+    optimizer: ho.HybridOptimizer
+    sampler: ho.RandomReshuffling
+    train: Any
+    dev: Any
+    test: Any
+
+
+@dataclass
+class History:
+    losses: list[float] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+    fo_grad_sq: list[float] = field(default_factory=list)
+    zo_grad_sq_est: list[float] = field(default_factory=list)
+    zo_passes: list[int] = field(default_factory=list)
+    zo_evals: int = 0
+    fo_grads: int = 0
+    dev_curve: list[list[float]] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_step: int = 0
+    best_fo: list[torch.Tensor] | None = None
+    step_seconds: list[float] = field(default_factory=list)
+    eval_seconds: float = 0.0
+    train_tokens: int = 0
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# ---- building ---------------------------------------------------------------------------------
+
+def build_model(cfg: FinetuneConfig):
+    """Model (+ peft adapter for the PEFT methods) and the method's (ZO, FO) blocks.
+    Deterministic: the adapter is initialised from ``cfg.seed``, so a rebuild is identical."""
+    from hybridopt.llm import attach_peft, load_model, parameter_blocks
+
+    model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    if cfg.uses_peft:
+        p = cfg.peft
+        model = attach_peft(model, kind=p.get("kind", "lora"), r=p.get("r", 8), alpha=p.get("alpha", 16),
+                            num_virtual_tokens=p.get("num_virtual_tokens", 5),
+                            config_path=p.get("config_path") if p.get("kind") == "config" else None,
+                            seed=cfg.seed)
+    base, adapter = parameter_blocks(model)
+    zo, fo = ho.split_blocks(cfg.method, base, adapter)
+    return model, tok, zo, fo
+
+
+def load_examples(cfg: FinetuneConfig) -> dict[str, list]:
+    """Read and validate the three splits (before any model is loaded)."""
+    from .tasks import load_split
+
+    limits = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
+    out = {}
+    for split, limit in limits.items():
+        examples = load_split(cfg.task, split, cfg.data_dir)
+        out[split] = examples[:limit] if limit is not None else examples
+    if cfg.batch_size > len(out["train"]):
+        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(out['train'])} training examples")
+    return out
+
+
+def setup(cfg: FinetuneConfig, examples: dict[str, list] | None = None) -> Setup:
+    from .scoring import encode_split, make_loss_fn
+
+    examples = examples if examples is not None else load_examples(cfg)
+    model, tok, zo, fo = build_model(cfg)
+    train, dev, test = (encode_split(tok, examples[k], max_length=cfg.max_length) for k in ("train", "dev", "test"))
+    problem = ho.ModuleProblem(model, make_loss_fn(train), zo, fo, n=len(train))
+    optimizer = ho.HybridOptimizer(problem, cfg.hybrid_config())
+    sampler = ho.RandomReshuffling(len(train), cfg.batch_size, seed=cfg.seed)
+    return Setup(model, tok, problem, optimizer, sampler, train, dev, test)
+
+
+def initial_zo_block(cfg: FinetuneConfig) -> list[torch.Tensor]:
+    """The ZO block as loaded (before any step), from a fresh deterministic build."""
+    _, _, zo, _ = build_model(cfg)
+    return [p.detach() for p in zo]
+
+
+@torch.no_grad()
+def rebuild_zo_block(cfg: FinetuneConfig, log: list[ho.ZOLogEntry], upto: int) -> list[torch.Tensor]:
+    """ZO block after the first ``upto`` steps: initial weights + replay of the log."""
+    params = initial_zo_block(cfg)
+    hc = cfg.hybrid_config()
+    ho.replay_zo_log(params, [e for e in log if e.step < upto], hc)
+    return params
+
+
+@torch.no_grad()
+def verify_reconstruction(cfg: FinetuneConfig, s: Setup) -> bool:
+    """Rebuild the ZO block from the initial model + log and compare bit for bit with the live one."""
+    rebuilt = rebuild_zo_block(cfg, s.optimizer.zo_log, s.optimizer.step_count)
+    return all(torch.equal(a, b) for a, b in zip(rebuilt, s.problem.zo_params))
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+def save_checkpoint(out: Path, cfg: FinetuneConfig, s: Setup, hist: History) -> None:
+    state = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "step": s.optimizer.step_count,
+             "optimizer": s.optimizer.state_dict(), "sampler": s.sampler.state_dict(),
+             "fo_params": [p.detach().cpu().clone() for p in s.problem.fo_params],
+             "history": hist.state()}
+    torch_save(out / CHECKPOINT, state)
+
+
+@torch.no_grad()
+def load_checkpoint(out: Path, cfg: FinetuneConfig, s: Setup) -> History:
+    path = out / CHECKPOINT
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is one clear error
+        raise RunError(f"cannot read checkpoint {path}: {e}") from None
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{path}: unknown checkpoint format {state.get('format')!r}")
+    if state["config"] != cfg.to_dict():
+        diff = sorted(k for k in state["config"] if state["config"][k] != cfg.to_dict().get(k))
+        raise ConfigError(f"--resume with a different configuration than the checkpoint's (differs in: "
+                          f"{', '.join(diff)})")
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.sampler.load_state_dict(state["sampler"])
+    for p, v in zip(s.problem.fo_params, state["fo_params"]):
+        p.copy_(v.to(p.device))
+    if s.problem.zo_params:
+        rebuilt = rebuild_zo_block(cfg, s.optimizer.zo_log, state["step"])
+        for p, v in zip(s.problem.zo_params, rebuilt):
+            p.copy_(v)
+    hist = History()
+    hist.__dict__.update(state["history"])
+    return hist
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _peak_memory_bytes(device: str) -> int:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a finished run or silently restart an unfinished one."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
+    finished, unfinished = (out / RESULT).exists(), (out / CHECKPOINT).exists()
+    if resume:
+        if not unfinished:
+            raise ConfigError(f"--resume: {str(out)!r} holds no checkpoint to resume from")
+        if finished and not overwrite:
+            raise ConfigError(f"{str(out)!r} already holds a finished run (result.json); nothing to resume")
+        return
+    if finished and not overwrite:
+        raise ConfigError(f"{str(out)!r} already holds a finished run (result.json); pass --overwrite to replace it")
+    if unfinished and not overwrite:
+        raise ConfigError(f"{str(out)!r} holds an unfinished run (checkpoint.pt); pass --resume to continue it "
+                          "or --overwrite to start again")
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step and stops."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _evaluate(s: Setup, cfg: FinetuneConfig, split) -> float:
+    from .scoring import evaluate
+
+    return float(evaluate(s.model, split, batch_size=cfg.eval_batch_size))
+
+
+def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
+        progress: bool = True, verify: bool = False) -> dict[str, Any]:
+    """Run (or resume) one fine-tuning run; write ``out/result.json``; return the result."""
+    out = Path(out)
+    check_out_dir(out, resume, overwrite)
+    t_start = time.time()
+    s = setup(cfg, load_examples(cfg))
+    if overwrite and not resume:
+        for name in (RESULT, CHECKPOINT):
+            (out / name).unlink(missing_ok=True)
+    hist = load_checkpoint(out, cfg, s) if resume else History()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def snapshot_best(acc: float, step: int) -> None:
+        hist.dev_curve.append([step, acc])
+        if acc > hist.best_acc:
+            hist.best_acc, hist.best_step = acc, step
+            hist.best_fo = [p.detach().cpu().clone() for p in s.problem.fo_params]
+
+    def timed_eval(step: int) -> None:
+        t0 = time.perf_counter()
+        snapshot_best(_evaluate(s, cfg, s.dev), step)
+        hist.eval_seconds += time.perf_counter() - t0
+
+    if not hist.dev_curve:
+        timed_eval(0)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, initial=s.optimizer.step_count, desc=f"{cfg.task}/{cfg.method}",
+                   unit="step", dynamic_ncols=True)
+    with _Signals() as signals:
+        while s.optimizer.step_count < cfg.steps:
+            t0 = time.perf_counter()
+            batch = s.sampler.next_batch()
+            stats = s.optimizer.step(batch)
+            loss = float(stats.loss)
+            hist.step_seconds.append(time.perf_counter() - t0)
+            step = s.optimizer.step_count
+            if not torch.isfinite(stats.loss).all() or not all(torch.isfinite(p).all() for p in s.problem.fo_params):
+                raise NonFiniteError(
+                    f"non-finite training loss or weights at step {step}; stopped. The last good checkpoint "
+                    f"(if any) is kept in {out / CHECKPOINT}; lower the learning rates or mu")
+            hist.losses.append(loss)
+            hist.epochs.append(s.sampler.batch_epoch)
+            hist.zo_passes.append(stats.zo_passes)
+            hist.zo_evals += stats.zo_evals
+            hist.fo_grads += stats.fo_grads
+            hist.train_tokens += s.problem.loss_fn.encoded.subset(batch).num_tokens()
+            if stats.fo_grad_sq is not None:
+                hist.fo_grad_sq.append(float(stats.fo_grad_sq))
+            if stats.projected is not None:
+                hist.zo_grad_sq_est.append(float(stats.projected.pow(2).mean()))
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                timed_eval(step)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", dev=f"{hist.dev_curve[-1][1]:.3f}")
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or signals.received:
+                save_checkpoint(out, cfg, s, hist)
+            if signals.received:
+                if bar is not None:
+                    bar.close()
+                raise Interrupted(f"interrupted by signal {signals.received} after step {step}; "
+                                  f"checkpoint saved, continue with --resume", signals.received)
+    if bar is not None:
+        bar.close()
+    if verify and s.problem.zo_params and not verify_reconstruction(cfg, s):
+        raise RunError("the ZO block rebuilt from the initial model + ZO log differs from the live weights")
+
+    # Select the best dev checkpoint, then test once.
+    with torch.no_grad():
+        if hist.best_step != s.optimizer.step_count:
+            for p, v in zip(s.problem.fo_params, hist.best_fo):
+                p.copy_(v.to(p.device))
+            if s.problem.zo_params:
+                for p, v in zip(s.problem.zo_params, rebuild_zo_block(cfg, s.optimizer.zo_log, hist.best_step)):
+                    p.copy_(v)
+    test_acc = _evaluate(s, cfg, s.test)
+    result = _result(cfg, s, hist, test_acc, time.time() - t_start)
+    write_json(out / RESULT, result)
+    if cfg.checkpoint_every:
+        save_checkpoint(out, cfg, s, hist)  # final state, so a finished run can be inspected
+    return result
+
+
+def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall: float) -> dict[str, Any]:
+    import peft
+    import transformers
+
+    sps = statistics.median(hist.step_seconds) if hist.step_seconds else None
+    train_time = sum(hist.step_seconds)
+    return {
+        "task": cfg.task, "method": cfg.method, "model": cfg.model, "steps": cfg.steps,
+        "dev_accuracy": {"best": hist.best_acc, "step": hist.best_step},
+        "test_accuracy": test_acc,
+        "zero_shot_dev_accuracy": hist.dev_curve[0][1] if hist.dev_curve else None,
+        "train_loss_curve": [[i + 1, l] for i, l in enumerate(hist.losses)],
+        "dev_curve": hist.dev_curve,
+        "seconds_per_step": sps,
+        "peak_memory_bytes": _peak_memory_bytes(cfg.device),
+        "tokens_per_second": hist.train_tokens / train_time if train_time > 0 else None,
+        "stationarity": {"epoch": hist.epochs, "fo_grad_sq": hist.fo_grad_sq,
+                         "zo_grad_sq_est": hist.zo_grad_sq_est},
+        "oracle_calls": {"zo_evals": hist.zo_evals, "fo_grads": hist.fo_grads,
+                         "zo_passes_per_step": max(hist.zo_passes) if hist.zo_passes else 0},
+        "sizes": {"train": len(s.train), "dev": len(s.dev), "test": len(s.test),
+                  "steps_per_epoch": s.sampler.steps_per_epoch,
+                  "zo_params": sum(p.numel() for p in s.problem.zo_params),
+                  "fo_params": sum(p.numel() for p in s.problem.fo_params)},
+        "seeds": {"seed": cfg.seed, "sampler": cfg.seed, "zo_directions": cfg.hybrid_config().seed,
+                  "adapter_init": cfg.seed},
+        "timing": {"wall_seconds": wall, "train_seconds": train_time, "eval_seconds": hist.eval_seconds},
+        "config": {**cfg.to_dict(), "optimizer": cfg.hybrid_config().to_dict()},
+        "git_commit": _git_commit(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "peft": peft.__version__, "hybridopt": ho.__version__},
+        "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "cpu_threads": torch.get_num_threads(),
+                    "device": cfg.device if not cfg.device.startswith("cuda") else torch.cuda.get_device_name()},
+    }
