@@ -52,6 +52,7 @@ class Interrupted(RunError):
 
 @dataclass
 class Setup:
+    comm: Any
     model: torch.nn.Module
     tokenizer: Any
     problem: ho.ModuleProblem
@@ -116,16 +117,16 @@ def load_examples(cfg: FinetuneConfig) -> dict[str, list]:
     return out
 
 
-def setup(cfg: FinetuneConfig, examples: dict[str, list] | None = None) -> Setup:
+def setup(cfg: FinetuneConfig, examples: dict[str, list] | None = None, comm=None) -> Setup:
     from .scoring import encode_split, make_loss_fn
 
     examples = examples if examples is not None else load_examples(cfg)
     model, tok, zo, fo = build_model(cfg)
     train, dev, test = (encode_split(tok, examples[k], max_length=cfg.max_length) for k in ("train", "dev", "test"))
     problem = ho.ModuleProblem(model, make_loss_fn(train), zo, fo, n=len(train))
-    optimizer = ho.HybridOptimizer(problem, cfg.hybrid_config())
+    optimizer = ho.HybridOptimizer(problem, cfg.hybrid_config(), comm=comm)
     sampler = ho.RandomReshuffling(len(train), cfg.batch_size, seed=cfg.seed)
-    return Setup(model, tok, problem, optimizer, sampler, train, dev, test)
+    return Setup(comm, model, tok, problem, optimizer, sampler, train, dev, test)
 
 
 def initial_zo_block(cfg: FinetuneConfig) -> list[torch.Tensor]:
@@ -245,23 +246,35 @@ class _Signals:
 
 
 def _evaluate(s: Setup, cfg: FinetuneConfig, split) -> float:
+    """Accuracy on ``split``; with several ranks each scores a strided shard and the counts are summed."""
     from .scoring import evaluate
 
-    return float(evaluate(s.model, split, batch_size=cfg.eval_batch_size))
+    if s.comm is None:
+        return float(evaluate(s.model, split, batch_size=cfg.eval_batch_size))
+    idx = list(range(s.comm.rank, len(split), s.comm.world_size))
+    correct = float(evaluate(s.model, split.subset(idx), batch_size=cfg.eval_batch_size)) * len(idx) if idx else 0.0
+    total = torch.tensor([correct], dtype=torch.float64, device=s.comm.device)
+    return float(s.comm.sum_(total, "eval").item()) / len(split)
 
 
 def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
         progress: bool = True, verify: bool = False) -> dict[str, Any]:
     """Run (or resume) one fine-tuning run; write ``out/result.json``; return the result."""
+    from hybridopt.distributed import init_from_env
+
     out = Path(out)
     check_out_dir(out, resume, overwrite)
     t_start = time.time()
-    s = setup(cfg, load_examples(cfg))
-    if overwrite and not resume:
+    examples = load_examples(cfg)
+    comm = init_from_env(cfg.device)
+    lead = comm is None or comm.rank == 0  # only rank 0 writes files and shows progress
+    s = setup(cfg, examples, comm)
+    if overwrite and not resume and lead:
         for name in (RESULT, CHECKPOINT):
             (out / name).unlink(missing_ok=True)
     hist = load_checkpoint(out, cfg, s) if resume else History()
-    out.mkdir(parents=True, exist_ok=True)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
 
     def snapshot_best(acc: float, step: int) -> None:
         hist.dev_curve.append([step, acc])
@@ -277,7 +290,7 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
     if not hist.dev_curve:
         timed_eval(0)
     bar = None
-    if progress:
+    if progress and lead:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=s.optimizer.step_count, desc=f"{cfg.task}/{cfg.method}",
                    unit="step", dynamic_ncols=True)
@@ -308,7 +321,9 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", dev=f"{hist.dev_curve[-1][1]:.3f}")
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or signals.received:
+            if comm is not None:  # all ranks stop at the same step
+                signals.received = comm.max_flag(signals.received or 0) or None
+            if lead and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or signals.received):
                 save_checkpoint(out, cfg, s, hist)
             if signals.received:
                 if bar is not None:
@@ -330,10 +345,23 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
                     p.copy_(v)
     test_acc = _evaluate(s, cfg, s.test)
     result = _result(cfg, s, hist, test_acc, time.time() - t_start)
-    write_json(out / RESULT, result)
-    if cfg.checkpoint_every:
-        save_checkpoint(out, cfg, s, hist)  # final state, so a finished run can be inspected
+    if lead:
+        write_json(out / RESULT, result)
+        if cfg.checkpoint_every:
+            save_checkpoint(out, cfg, s, hist)  # final state, so a finished run can be inspected
     return result
+
+
+def _communication(s: Setup) -> dict[str, Any] | None:
+    """Bytes all-reduced per step by each block, next to what data-parallel full FT would send."""
+    if s.comm is None:
+        return None
+    per = s.comm.stats.per_step
+    model_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in s.model.parameters()}.values())
+    return {"world_size": s.comm.world_size,
+            "zo_bytes_per_step": statistics.median(z for z, _ in per) if per else 0,
+            "fo_bytes_per_step": statistics.median(f for _, f in per) if per else 0,
+            "full_ft_allreduce_bytes_per_step": model_bytes}
 
 
 def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall: float) -> dict[str, Any]:
@@ -360,6 +388,7 @@ def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall:
                   "steps_per_epoch": s.sampler.steps_per_epoch,
                   "zo_params": sum(p.numel() for p in s.problem.zo_params),
                   "fo_params": sum(p.numel() for p in s.problem.fo_params)},
+        "communication": _communication(s),
         "seeds": {"seed": cfg.seed, "sampler": cfg.seed, "zo_directions": cfg.hybrid_config().seed,
                   "adapter_init": cfg.seed},
         "timing": {"wall_seconds": wall, "train_seconds": train_time, "eval_seconds": hist.eval_seconds},

@@ -7,7 +7,9 @@ framework and ``benchmarks/`` for LLM fine-tuning built on this core.
 """
 from .blocks import split_blocks
 from .config import HybridConfig, lr_multiplier
+from . import distributed
 from .directions import Directions, Perturbation
+from .distributed import Communicator
 from .loop import train
 from .optimizer import HybridOptimizer, StepStats, ZOLogEntry, replay_zo_log
 from .problem import ModuleProblem, Problem, TensorProblem
@@ -18,7 +20,7 @@ from .types import DIRECTIONS, ESTIMATORS, METHODS
 __version__ = "0.1.0"
 
 __all__ = [
-    "DIRECTIONS", "ESTIMATORS", "METHODS", "Directions", "HybridConfig", "HybridOptimizer",
+    "Communicator", "DIRECTIONS", "ESTIMATORS", "METHODS", "Directions", "HybridConfig", "HybridOptimizer",
     "ModuleProblem", "Perturbation", "Problem", "RandomReshuffling", "StepStats", "TensorProblem",
     "Trace", "ZOLogEntry", "lr_multiplier", "replay_zo_log", "split_blocks", "train",
 ]

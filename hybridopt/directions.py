@@ -87,10 +87,20 @@ class Directions:
         """Direction ``probe`` on tensor ``j`` (float32/float64, the tensor's shape).  A fresh
         tensor each call (callers may modify it in place)."""
         if self._cache is not None:
-            key = (probe, j)
-            if key not in self._cache:
-                self._cache[key] = self._direction(probe, j)
-            return self._cache[key].clone()
+            return self._cached(probe, j).clone()
+        return self._direction(probe, j)
+
+    def _cached(self, probe: int, j: int) -> torch.Tensor:
+        key = (probe, j)
+        if key not in self._cache:
+            self._cache[key] = self._direction(probe, j)
+        return self._cache[key]
+
+    def u_readonly(self, probe: int, j: int) -> torch.Tensor:
+        """Like :meth:`u`, but the caller promises not to modify the result: with the cache on,
+        the cached tensor itself is returned (saves one copy of the block per probe)."""
+        if self._cache is not None:
+            return self._cached(probe, j)
         return self._direction(probe, j)
 
     def _direction(self, probe: int, j: int) -> torch.Tensor:
@@ -111,6 +121,6 @@ class Perturbation:
     def apply(self, j: int, p: torch.Tensor) -> torch.Tensor:
         """Return ``p + scale*u_j`` as a new tensor of ``p``'s dtype; ``p`` is not touched."""
         self.applied.add(j)
-        u = self.directions.u(self.probe, j)
+        u = self.directions.u_readonly(self.probe, j)  # read only below (out-of-place ops)
         with torch.no_grad():
             return (p.detach().to(u.dtype) + self.scale * u).to(p.dtype)

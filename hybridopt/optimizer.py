@@ -20,6 +20,7 @@ import torch
 
 from .config import HybridConfig, lr_multiplier
 from .directions import Directions, Perturbation
+from .distributed import Communicator
 from .problem import Problem
 from .rng import step_seed
 from .updates import apply_zo_update, make_fo_optimizer
@@ -62,10 +63,15 @@ class HybridOptimizer:
     CACHE_LIMIT = 1 << 22
 
     def __init__(self, problem: Problem, config: HybridConfig | None = None, keep_zo_log: bool = True,
-                 cache_directions: bool | None = None) -> None:
+                 cache_directions: bool | None = None, comm: "Communicator | None" = None) -> None:
         """``cache_directions``: None chooses by size (:attr:`CACHE_LIMIT`); the result is
-        bit-identical either way, only memory and time differ."""
+        bit-identical either way, only memory and time differ.  ``comm``: a
+        :class:`~hybridopt.distributed.Communicator` for data parallelism (each rank evaluates
+        its shard of the global batch; see :mod:`hybridopt.distributed`)."""
+        if comm is not None and problem.replicate_shape:
+            raise ValueError("data parallelism does not combine with replicate-batched problems")
         self.problem = problem
+        self.comm = comm
         self.config = config or HybridConfig()
         self.step_count = 0
         self.fo_opt = make_fo_optimizer(problem.fo_params, self.config)
@@ -95,18 +101,23 @@ class HybridOptimizer:
         return [c for c in torch.tensor_split(batch, m, dim=-1) if c.shape[-1] > 0]
 
     def step(self, batch: torch.Tensor) -> StepStats:
-        cfg, prob = self.config, self.problem
+        """One step on the (global) mini-batch ``batch`` of component indices."""
+        cfg, prob, comm = self.config, self.problem, self.comm
         t = self.step_count
         mult = lr_multiplier(cfg, t)
         lr_x, lr_y = cfg.lr_x * mult, cfg.lr_y * mult
-        micro = self._micro_batches(batch)
         total = batch.shape[-1]
-        weights = [c.shape[-1] / total for c in micro]
+        local = comm.shard(batch) if comm is not None else batch
+        share = local.shape[-1] / total  # this rank's weight in the global batch mean
+        micro = self._micro_batches(local)
+        weights = [share * (c.shape[-1] / local.shape[-1]) for c in micro]
         has_zo, has_fo = bool(self.zo_params), bool(self.fo_params)
         zo_evals = fo_grads = passes = 0
+        acc_dtype = _acc_dtype(prob)
 
         # FO block: gradient at the unperturbed point (accumulated over micro-batches).
         base_losses: list[torch.Tensor] | None = None
+        fo_grad_sq = None
         if has_fo:
             self.fo_opt.zero_grad(set_to_none=True)
             base_losses = []
@@ -114,36 +125,44 @@ class HybridOptimizer:
                 loss = prob.loss(c)
                 (loss.sum() * w).backward()
                 base_losses.append(loss.detach())
+            if comm is not None:
+                comm.sum_grads_(self.fo_params)
             fo_grads = total
             r = len(prob.replicate_shape)
             fo_grad_sq = sum(p.grad.detach().pow(2).flatten(r).sum(-1) for p in self.fo_params
                              if p.grad is not None)
-        else:
-            fo_grad_sq = None
 
         projected = None
-        probe_mean = None
+        loss = None
+        if base_losses is not None:
+            loss = sum(w * l.to(acc_dtype) for w, l in zip(weights, base_losses))
         if has_zo:
             dirs = self.directions(t)
             with torch.no_grad():
                 if cfg.estimator == "forward" and base_losses is None:
                     base_losses = [prob.loss(c) for c in micro]
+                    loss = sum(w * l.to(acc_dtype) for w, l in zip(weights, base_losses))
                     zo_evals += total
                 g, probe_sum = [], 0.0
                 for r in range(cfg.q):
                     acc = 0.0
                     for i, (c, w) in enumerate(zip(micro, weights)):
-                        f_plus = prob.loss(c, Perturbation(dirs, r, cfg.mu)).to(_acc_dtype(c, prob))
+                        f_plus = prob.loss(c, Perturbation(dirs, r, cfg.mu)).to(acc_dtype)
                         if cfg.estimator == "central":
-                            f_minus = prob.loss(c, Perturbation(dirs, r, -cfg.mu)).to(f_plus.dtype)
+                            f_minus = prob.loss(c, Perturbation(dirs, r, -cfg.mu)).to(acc_dtype)
                             acc = acc + w * (f_plus - f_minus) / (2 * cfg.mu)
                             probe_sum = probe_sum + w * (f_plus + f_minus) / 2
                             passes += 2
                         else:
-                            acc = acc + w * (f_plus - base_losses[i].to(f_plus.dtype)) / cfg.mu
+                            acc = acc + w * (f_plus - base_losses[i].to(acc_dtype)) / cfg.mu
                             passes += 1
                     g.append(acc)
                 projected = torch.stack(g)
+                if loss is None:  # ZO only, central: f_B ~ mean of the 2q probe values
+                    loss = probe_sum / cfg.q
+                if comm is not None:  # the ZO block's only communication: q + 1 scalars
+                    both = comm.sum_(torch.cat([projected.reshape(-1), loss.reshape(-1)]), "zo")
+                    projected, loss = both[:cfg.q].reshape(projected.shape), both[cfg.q:].reshape(loss.shape)
                 zo_evals += total * cfg.q * (2 if cfg.estimator == "central" else 1)
                 coeffs = projected * (-lr_x / cfg.q)
                 decay = 1.0 - lr_x * cfg.weight_decay_x
@@ -151,19 +170,15 @@ class HybridOptimizer:
                 passes += 1
                 if self.keep_zo_log:
                     self.zo_log.append(ZOLogEntry(t, dirs.seed, coeffs.detach().clone(), decay))
-                if cfg.estimator == "central":
-                    probe_mean = probe_sum / cfg.q
+        elif comm is not None:
+            loss = comm.sum_(loss.reshape(-1), "fo").reshape(loss.shape)
 
         if has_fo:
             for group in self.fo_opt.param_groups:
                 group["lr"] = lr_y
             self.fo_opt.step()
-
-        if base_losses is not None:
-            loss = sum(w * l.to(torch.float64 if l.dtype == torch.float64 else torch.float32)
-                       for w, l in zip(weights, base_losses))
-        else:
-            loss = probe_mean
+        if comm is not None:
+            comm.stats.end_step()
         self.step_count += 1
         return StepStats(t, loss.detach(), projected, fo_grad_sq, zo_evals, fo_grads, passes, lr_x, lr_y)
 
@@ -185,7 +200,7 @@ class HybridOptimizer:
         self.zo_log = [ZOLogEntry(*e) for e in state["zo_log"]]
 
 
-def _acc_dtype(batch: torch.Tensor, prob: Problem) -> torch.dtype:
+def _acc_dtype(prob: Problem) -> torch.dtype:
     # Differences of losses are formed in at least float32 (bf16 losses would lose g entirely).
     for p in list(prob.zo_params) + list(prob.fo_params):
         if p.dtype == torch.float64:

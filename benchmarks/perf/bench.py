@@ -1,0 +1,696 @@
+"""Step time, ZO-pass time and peak memory of the five methods and a MeZO reference, on one workload.
+
+Protocol (one run, one model, one fixed mini-batch, one sequence length):
+
+* **Timing** (in-process): every timed item below runs once per round, in a rotated order
+  (interleaved), after ``warmup`` discarded rounds; the reported value is the **median** over
+  ``reps`` rounds.  Items: a plain no-grad forward (``forward``), a perturbed forward of the
+  zo-full block (``perturbed_forward``), one optimizer step of each method (fo-full with AdamW,
+  fo-peft, zo-full, zo-peft, hybrid with the theorem's central estimator, ``hybrid-forward`` with
+  ``HybridConfig(estimator="forward")``), one step of :class:`MeZOReference`, and an
+  *instrumented* step of each ZO method (zo-full, zo-peft, hybrid), which times the ZO pieces
+  directly (see ``ZO pass time``).  All methods share one model; before an item the blocks'
+  ``requires_grad`` flags are set for that method and every ``.grad`` is dropped.
+* **ZO pass time** of a ZO method = time spent, in one step, inside ``Perturbation.apply``
+  (forming ``w + s*u`` out of place, direction generation included, for each perturbed forward)
+  + time inside ``apply_zo_update`` (the one update sweep), measured directly by wrapping those
+  two core functions during the instrumented steps.  Cross-check (``zo_pass_time_by_difference``):
+  2 x (perturbed forward - plain forward) + update sweep, from the un-instrumented items.
+* **Passes per step**: ``StepStats.zo_passes`` (the core's own count of sweeps over the ZO block).
+* **Memory**: CPU: each method in its own process (forked from one
+  worker that imported the libraries); peak RSS (``VmHWM``, reset through
+  ``/proc/self/clear_refs`` after the model is built) minus the RSS before the model was built
+  (interpreter + libraries), over ``memory_steps`` steps: weights, gradients, optimizer state,
+  activations, allocator slack.  CUDA: in-process ``torch.cuda.max_memory_allocated`` after
+  ``reset_peak_memory_stats`` (weights included), fo-full last so its Adam state does not
+  contaminate the others.  ``inference`` = a plain no-grad forward of the same model and batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import hybridopt as ho
+from hybridopt import directions as ho_directions
+from hybridopt import optimizer as ho_optimizer
+
+from .mezo_reference import PASSES_PER_STEP, MeZOReference, named_subset
+
+SCHEMA = "hybridopt.bench/1"
+METHODS = ("fo-full", "fo-peft", "zo-full", "zo-peft", "hybrid")
+STEP_ITEMS = METHODS + ("hybrid-forward", "mezo-reference")
+ZO_METHODS = ("zo-full", "zo-peft", "hybrid", "hybrid-forward")
+MEMORY_ITEMS = ("inference",) + METHODS + ("mezo-reference",)
+
+#: paper shapes built randomly initialised (no weights, no network)
+SHAPES: dict[str, dict[str, Any]] = {
+    "opt-1.3b": dict(arch="opt", hidden=2048, layers=24, heads=32, ffn=8192, vocab=50272),
+    "llama-7b": dict(arch="llama", hidden=4096, layers=32, heads=32, ffn=11008, vocab=32000),
+}
+#: the same architectures, shrunk (CPU tests of the GPU script)
+SMALL = dict(hidden=64, layers=2, heads=4, ffn=128, vocab=1000)
+
+GOALS = {  # ratio -> (comparison, bound)
+    "hybrid_step_over_floor": ("<=", 1.10),
+    "zo_passes_per_step": ("<=", 3),
+    "zo_pass_time_over_two_forwards": ("<=", 0.15),
+    "zo_step_over_mezo_reference": ("<", 1.0),
+    "hybrid_memory_over_fo_peft": ("<=", 1.05),
+    "zo_full_memory_over_inference": ("<=", 1.10),
+    "hybrid_memory_over_fo_full": ("<=", 0.35),
+}
+
+
+@dataclass
+class BenchConfig:
+    model: str = "smollm2-135m"     # preset (tiny-llama, smollm2-135m, ...) or shape:opt-1.3b / shape:llama-7b
+    batch: int = 16
+    seq_len: int | None = None      # sst2: left-truncation length (None: prompts as they are); shapes: tokens
+    dtype: str = "float32"
+    device: str = "cpu"
+    reps: int = 5
+    warmup: int = 1
+    threads: int | None = None
+    memory: bool = True
+    memory_steps: int = 2
+    profile: bool = True
+    shrink: bool = False            # shape models: use the SMALL sizes (CPU tests of gpu.sh)
+    lora_r: int = 8
+    mu: float = 1e-3
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- workload -----------------------------------------------------------------------------------
+
+@dataclass
+class Workload:
+    model: torch.nn.Module
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+    batch: torch.Tensor
+    n: int
+    base: list
+    adapter: list
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _shape_model(name: str, cfg: BenchConfig):
+    from transformers import AutoModelForCausalLM, LlamaConfig, OPTConfig
+    from hybridopt.llm.models import _quiet_transformers, resolve_dtype
+
+    _quiet_transformers()
+    key = name.split(":", 1)[1]
+    if key not in SHAPES:
+        raise ValueError(f"unknown shape {key!r}; valid: {', '.join(SHAPES)}")
+    s = {**SHAPES[key], **(SMALL if cfg.shrink else {})}
+    if s["arch"] == "opt":
+        hc = OPTConfig(hidden_size=s["hidden"], num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                       ffn_dim=s["ffn"], vocab_size=s["vocab"], word_embed_proj_dim=s["hidden"],
+                       max_position_embeddings=2048, pad_token_id=1, bos_token_id=2, eos_token_id=2)
+    else:
+        hc = LlamaConfig(hidden_size=s["hidden"], num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                         num_key_value_heads=s["heads"], intermediate_size=s["ffn"], vocab_size=s["vocab"],
+                         max_position_embeddings=2048, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                         tie_word_embeddings=False)
+    dev = torch.device(cfg.device)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        with dev:
+            model = AutoModelForCausalLM.from_config(hc, dtype=resolve_dtype(cfg.dtype))
+    model.eval()
+    return model, {"shape": {k: v for k, v in s.items()}, "shrunk": cfg.shrink}
+
+
+def build_workload(cfg: BenchConfig) -> Workload:
+    """Model + LoRA adapter (r=cfg.lora_r on q_proj/v_proj, MeZO's) + loss over one fixed mini-batch."""
+    from hybridopt.llm import attach_peft, load_model, parameter_blocks
+
+    info: dict[str, Any] = {"model": cfg.model, "dtype": cfg.dtype, "device": cfg.device}
+    if cfg.model.startswith("shape:"):
+        model, extra = _shape_model(cfg.model, cfg)
+        info.update(extra)
+        tok = None
+    else:
+        model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    model = attach_peft(model, kind="lora", r=cfg.lora_r, alpha=2 * cfg.lora_r, seed=cfg.seed)
+    base, adapter = parameter_blocks(model)
+    info.update(base_params=sum(p.numel() for p in base), adapter_params=sum(p.numel() for p in adapter),
+                base_tensors=len(base), adapter_tensors=len(adapter),
+                max_tensor_numel=max(p.numel() for p in base + adapter))
+    batch = torch.arange(cfg.batch)
+    if tok is not None:
+        from benchmarks.scoring import encode_split, make_loss_fn
+        from benchmarks.tasks import load_split
+
+        examples = load_split("sst2", "train")
+        if len(examples) < cfg.batch:
+            raise ValueError(f"batch {cfg.batch} exceeds the {len(examples)} SST-2 training examples")
+        enc = encode_split(tok, examples[:cfg.batch], max_length=cfg.seq_len)
+        loss_fn = make_loss_fn(enc)
+        lengths = [len(c[0]) for c in enc.contexts]
+        info.update(data="sst2 train[:batch] (single-token scoring path: one forward per example)",
+                    batch=cfg.batch, padded_seq_len=max(lengths), tokens_per_step=enc.num_tokens())
+        n = len(enc)
+    else:
+        loss_fn, n = _synthetic_loss(model, cfg, info)
+    return Workload(model, loss_fn, batch, n, base, adapter, info)
+
+
+def _synthetic_loss(model, cfg: BenchConfig, info: dict[str, Any]):
+    """Random token ids (batch x seq_len); 2-way classification read from the last position's
+    logits (the shape of the SST-2 single-token path), ``logits_to_keep=1``."""
+    seq = cfg.seq_len or 64
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(cfg.seed)
+    ids = torch.randint(3, vocab, (cfg.batch, seq), generator=g)
+    gold = torch.randint(0, 2, (cfg.batch,), generator=g)
+    cand = torch.tensor([3, 4])
+    dev = torch.device(cfg.device)
+    ids, gold, cand = ids.to(dev), gold.to(dev), cand.to(dev)
+
+    def loss_fn(m, idx):
+        idx = idx.to(dev)
+        logits = m(input_ids=ids[idx], use_cache=False, logits_to_keep=1).logits[:, -1]
+        scores = torch.log_softmax(logits.float(), dim=-1)[:, cand]
+        return torch.nn.functional.cross_entropy(scores, gold[idx])
+
+    info.update(data="synthetic random ids; 2-way loss from the last position", batch=cfg.batch,
+                padded_seq_len=seq, tokens_per_step=cfg.batch * seq)
+    return loss_fn, cfg.batch
+
+
+# ---- methods on one shared model ------------------------------------------------------------------
+
+def _hybrid_config(name: str, cfg: BenchConfig) -> ho.HybridConfig:
+    # Tiny learning rates: the weights barely move, so every round times the same computation.
+    return ho.HybridConfig(lr_x=1e-9, lr_y=1e-9, mu=cfg.mu, seed=cfg.seed,
+                           estimator="forward" if name == "hybrid-forward" else "central",
+                           fo_optimizer="adam" if name == "fo-full" else "sgd")
+
+
+class Methods:
+    """One :class:`~hybridopt.HybridOptimizer` per method (and the MeZO reference) over one model."""
+
+    def __init__(self, wl: Workload, cfg: BenchConfig, names=STEP_ITEMS) -> None:
+        self.wl, self.cfg = wl, cfg
+        self.all_params = list({id(p): p for p in wl.model.parameters()}.values())
+        self.blocks: dict[str, tuple[list, list]] = {}
+        self.opts: dict[str, ho.HybridOptimizer] = {}
+        problems: dict[str, ho.ModuleProblem] = {}
+        for name in names:
+            method = {"hybrid-forward": "hybrid", "mezo-reference": "zo-full", "inference": "zo-full"}.get(name, name)
+            zo, fo = ho.split_blocks(method, wl.base, wl.adapter)
+            self.blocks[name] = (zo, fo)
+            if name in ("mezo-reference", "inference"):
+                continue
+            if method not in problems:          # hybrid and hybrid-forward share one problem (one hook set)
+                problems[method] = ho.ModuleProblem(wl.model, wl.loss_fn, zo, fo, n=wl.n)
+            self.opts[name] = ho.HybridOptimizer(problems[method], _hybrid_config(name, cfg), keep_zo_log=False)
+        self.problems = problems
+        self.mezo = None
+        if "mezo-reference" in names:
+            zo, _ = self.blocks["mezo-reference"]
+            self.mezo = MeZOReference(wl.model, wl.loss_fn, named_subset(wl.model, zo), lr=1e-9, eps=cfg.mu,
+                                      seed=cfg.seed)
+        self.last_passes: dict[str, int] = {}
+
+    def activate(self, name: str) -> None:
+        """requires_grad as the method's core sets it (ZO: False, FO: True); drop every .grad."""
+        zo, fo = self.blocks[name]
+        for p in self.all_params:
+            p.grad = None
+            p.requires_grad_(False)
+        for p in fo:
+            p.requires_grad_(True)
+
+    def run(self, name: str) -> None:
+        self.activate(name)
+        if name == "inference":
+            with torch.no_grad():
+                self.wl.loss_fn(self.wl.model, self.wl.batch)
+        elif name == "mezo-reference":
+            self.mezo.step(self.wl.batch)
+            self.last_passes[name] = self.mezo.passes
+        else:
+            stats = self.opts[name].step(self.wl.batch)
+            self.last_passes[name] = int(stats.zo_passes)
+        for p in self.all_params:
+            p.grad = None
+
+
+# ---- timing helpers -------------------------------------------------------------------------------
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class _PieceTimer:
+    """Wraps ``Perturbation.apply`` and the optimizer's ``apply_zo_update`` to time them directly."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.apply_s = 0.0
+        self.update_s = 0.0
+
+    @contextlib.contextmanager
+    def installed(self):
+        orig_apply = ho_directions.Perturbation.apply
+        orig_update = ho_optimizer.apply_zo_update
+        timer = self
+
+        def apply(pert, j, p):
+            _sync(timer.device)
+            t0 = time.perf_counter()
+            out = orig_apply(pert, j, p)
+            _sync(timer.device)
+            timer.apply_s += time.perf_counter() - t0
+            return out
+
+        def update(*a, **k):
+            _sync(timer.device)
+            t0 = time.perf_counter()
+            orig_update(*a, **k)
+            _sync(timer.device)
+            timer.update_s += time.perf_counter() - t0
+
+        ho_directions.Perturbation.apply = apply
+        ho_optimizer.apply_zo_update = update
+        try:
+            yield self
+        finally:
+            ho_directions.Perturbation.apply = orig_apply
+            ho_optimizer.apply_zo_update = orig_update
+
+
+def _median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def time_items(ms: Methods, cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    wl, dev = ms.wl, cfg.device
+    zo_full = ms.opts["zo-full"]
+    dirs = zo_full.directions(10 ** 6)
+    pieces: dict[str, list[float]] = {}
+
+    def forward():
+        ms.activate("zo-full")
+        with torch.no_grad():
+            wl.loss_fn(wl.model, wl.batch)
+
+    def perturbed_forward():
+        ms.activate("zo-full")
+        with torch.no_grad():
+            zo_full.problem.loss(wl.batch, ho.Perturbation(dirs, 0, cfg.mu))
+
+    def update_sweep():
+        ms.activate("zo-full")
+        ho_optimizer.apply_zo_update(zo_full.zo_params, dirs, torch.zeros(1, device=dev), 1.0)
+
+    def instrumented(name):
+        def f():
+            t = _PieceTimer(dev)
+            with t.installed():
+                ms.run(name)
+            pieces.setdefault(f"zo_apply_s[{name}]", []).append(t.apply_s)
+            pieces.setdefault(f"zo_update_s[{name}]", []).append(t.update_s)
+            pieces.setdefault(f"zo_pass_s[{name}]", []).append(t.apply_s + t.update_s)
+        return f
+
+    items: dict[str, Callable[[], None]] = {"forward": forward, "perturbed_forward": perturbed_forward,
+                                            "update_sweep": update_sweep}
+    for name in STEP_ITEMS:
+        items[f"step[{name}]"] = (lambda n=name: ms.run(n))
+    for name in ZO_METHODS:
+        items[f"instrumented[{name}]"] = instrumented(name)
+    times: dict[str, list[float]] = {k: [] for k in items}
+    keys = list(items)
+    for rnd in range(cfg.warmup + cfg.reps):
+        k0 = rnd % len(keys)
+        order = keys[k0:] + keys[:k0]
+        for k in order:
+            _sync(dev)
+            t0 = time.perf_counter()
+            items[k]()
+            _sync(dev)
+            dt = time.perf_counter() - t0
+            if rnd >= cfg.warmup:
+                times[k].append(dt)
+        if rnd < cfg.warmup:
+            pieces.clear()
+        log(f"round {rnd + 1}/{cfg.warmup + cfg.reps}" + (" (warm-up)" if rnd < cfg.warmup else ""))
+    return {"samples": {**times, **pieces},
+            "median": {k: _median(v) for k, v in {**times, **pieces}.items()}}
+
+
+# ---- memory ---------------------------------------------------------------------------------------
+
+def _status_kb(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _measure_item(cfg: BenchConfig, item: str) -> dict[str, Any]:
+    gc.collect()
+    baseline = _status_kb("VmRSS") * 1024
+    wl = build_workload(cfg)
+    ms = Methods(wl, cfg, names=(item,))
+    gc.collect()
+    before = _status_kb("VmRSS") * 1024
+    reset = _reset_peak_rss()
+    for _ in range(cfg.memory_steps):
+        ms.run(item)
+    peak = _status_kb("VmHWM") * 1024
+    return {"item": item, "peak_bytes": peak - baseline, "rss_before_steps_bytes": before - baseline,
+            "baseline_rss_bytes": baseline, "peak_reset": reset}
+
+
+def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Subprocess body (CPU): import the libraries once, then measure each item in a forked child
+    (fresh address space per item: build, reset peak RSS, run ``memory_steps``, report)."""
+    cfg = BenchConfig(**spec["config"])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    import benchmarks.scoring  # noqa: F401  (libraries loaded before the baseline)
+    import benchmarks.tasks  # noqa: F401
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+    import hybridopt.llm  # noqa: F401
+    out = {}
+    for item in spec["items"]:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                   # child: no torch compute ran in the parent
+            os.close(r)
+            code = 0
+            try:
+                payload = json.dumps(_measure_item(cfg, item))
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                payload, code = json.dumps({"item": item, "error": f"{type(e).__name__}: {e}"}), 1
+            with os.fdopen(w, "w") as fh:
+                fh.write(payload)
+            os._exit(code)
+        os.close(w)
+        with os.fdopen(r) as fh:
+            data = fh.read()
+        os.waitpid(pid, 0)
+        res = json.loads(data) if data else {"item": item, "error": "worker died"}
+        if "error" in res:
+            raise RuntimeError(f"memory measurement of {item} failed: {res['error']}")
+        out[item] = res
+    return out
+
+
+def measure_memory_subprocesses(cfg: BenchConfig, items=MEMORY_ITEMS, log=lambda s: None) -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    spec = json.dumps({"config": cfg.to_dict(), "items": list(items)})
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run([sys.executable, "-m", "benchmarks.perf.bench", "--memory-worker", spec],
+                         capture_output=True, text=True, cwd=str(root), env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"memory worker failed:\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for item, m in out.items():
+        log(f"memory {item}: {m['peak_bytes'] / 2**20:.1f} MiB")
+    return out
+
+
+def measure_memory_cuda(ms: Methods, cfg: BenchConfig, items=MEMORY_ITEMS, log=lambda s: None) -> dict[str, Any]:
+    out = {}
+    order = [i for i in items if i != "fo-full"] + (["fo-full"] if "fo-full" in items else [])
+    for item in order:
+        ms.activate(item)
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        for _ in range(cfg.memory_steps):
+            ms.run(item)
+        torch.cuda.synchronize()
+        out[item] = {"item": item, "peak_bytes": int(torch.cuda.max_memory_allocated()),
+                     "allocated_before_steps_bytes": int(before)}
+        log(f"memory {item}: {out[item]['peak_bytes'] / 2**20:.1f} MiB")
+    return out
+
+
+def analytic_memory(info: dict[str, Any], cfg: BenchConfig) -> dict[str, Any]:
+    """Weights/gradients/optimizer-state bytes per method (activations excluded: a lower bound)."""
+    from hybridopt.llm.models import resolve_dtype
+
+    b = torch.empty((), dtype=resolve_dtype(cfg.dtype)).element_size()
+    P, A, T = info["base_params"] + info["adapter_params"], info["adapter_params"], info["max_tensor_numel"]
+    W = P * b
+    tmp = T * (4 + b)                        # one fp32 direction + one perturbed tensor alive at a time
+    est = {"inference": W,
+           "zo-full": W + tmp, "zo-peft": W + tmp, "mezo-reference": W + 2 * T * b,
+           "fo-peft": W + A * b,             # + adapter grads (SGD: no state)
+           "hybrid": W + A * b + tmp,
+           "fo-full": 4 * W}                 # weights + grads + AdamW exp_avg + exp_avg_sq (param dtype)
+    return {"bytes": est, "note": "weights, gradients and optimizer state only; activations excluded",
+            "hybrid_memory_over_fo_full": est["hybrid"] / est["fo-full"],
+            "hybrid_memory_over_fo_peft": est["hybrid"] / est["fo-peft"],
+            "zo_full_memory_over_inference": est["zo-full"] / est["inference"]}
+
+
+# ---- profile ---------------------------------------------------------------------------------------
+
+def profile_steps(ms: Methods, cfg: BenchConfig, names=("zo-full", "hybrid", "mezo-reference")) -> dict[str, Any]:
+    """torch.profiler over one step per method, with labelled core pieces; top ops by self time."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device.startswith("cuda") else [])
+    orig_apply = ho_directions.Perturbation.apply
+    orig_update = ho_optimizer.apply_zo_update
+    orig_normal = None
+    out: dict[str, Any] = {}
+
+    def apply(pert, j, p):
+        with record_function("zo.perturb_apply"):
+            return orig_apply(pert, j, p)
+
+    def update(*a, **k):
+        with record_function("zo.update_sweep"):
+            return orig_update(*a, **k)
+
+    for name in names:
+        ms.run(name)                                   # warm
+        loss_fns = {}
+        for key, prob in ms.problems.items():
+            loss_fns[key] = prob.loss_fn
+
+            def lf(m, b, _f=prob.loss_fn):
+                with record_function("loss.forward"):
+                    return _f(m, b)
+            prob.loss_fn = lf
+        mezo_fwd = None
+        if ms.mezo is not None:
+            mezo_fwd = ms.mezo.loss_fn
+
+            def mlf(m, b, _f=mezo_fwd):
+                with record_function("loss.forward"):
+                    return _f(m, b)
+            ms.mezo.loss_fn = mlf
+        ho_directions.Perturbation.apply = apply
+        ho_optimizer.apply_zo_update = update
+        try:
+            with profile(activities=acts) as prof:
+                with record_function("step"):
+                    ms.run(name)
+                _sync(cfg.device)
+        finally:
+            ho_directions.Perturbation.apply = orig_apply
+            ho_optimizer.apply_zo_update = orig_update
+            for key, prob in ms.problems.items():
+                prob.loss_fn = loss_fns[key]
+            if ms.mezo is not None:
+                ms.mezo.loss_fn = mezo_fwd
+        ev = prof.key_averages()
+        total = {e.key: e.cpu_time_total / 1e6 for e in ev}
+        self_t = sorted(((e.key, e.self_cpu_time_total / 1e6, e.count) for e in ev), key=lambda x: -x[1])
+        step_s = total.get("step", float("nan"))
+        labels = {k: total.get(k, 0.0) for k in ("loss.forward", "zo.perturb_apply", "zo.update_sweep")}
+        gen = sum(t for k, t, _ in self_t if k in ("aten::normal_", "aten::randn", "aten::normal", "aten::bernoulli_"))
+        mm = sum(t for k, t, _ in self_t if k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
+                                                    "aten::_scaled_dot_product_flash_attention_for_cpu",
+                                                    "aten::baddbmm"))
+        out[name] = {"step_s": step_s, "labelled_s": labels, "rng_generation_self_s": gen, "matmul_self_s": mm,
+                     "top_ops_self_s": [[k, round(t, 6), c] for k, t, c in self_t[:15]]}
+        if cfg.device.startswith("cuda"):
+            dev_t = sorted(((e.key, getattr(e, "self_device_time_total", 0.0) / 1e6, e.count) for e in ev),
+                           key=lambda x: -x[1])
+            out[name]["top_ops_self_device_s"] = [[k, round(t, 6), c] for k, t, c in dev_t[:15]]
+            out[name]["device_time_s"] = sum(t for _, t, _ in dev_t)
+    return out
+
+
+# ---- the benchmark --------------------------------------------------------------------------------
+
+def _ratio(a: float, b: float) -> float:
+    return float(a) / float(b) if b and math.isfinite(a) and math.isfinite(b) else float("nan")
+
+
+def _machine(cfg: BenchConfig) -> dict[str, Any]:
+    m = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if cfg.device.startswith("cuda") and torch.cuda.is_available():
+        m["gpu"] = torch.cuda.get_device_name()
+    try:
+        m["loadavg_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    return m
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Measure everything; returns the ``bench.json`` dictionary (nothing written)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t_start = time.perf_counter()
+    machine = _machine(cfg)
+    memory: dict[str, Any] = {}
+    mem_method = None
+    if cfg.memory and not cfg.device.startswith("cuda"):
+        mem_method = ("CPU: one forked process per item; peak RSS (VmHWM, reset via /proc/self/clear_refs after the "
+                      "build) minus RSS before the model was built; weights included")
+        memory = measure_memory_subprocesses(cfg, log=log)
+    wl = build_workload(cfg)
+    log(f"model {cfg.model}: {wl.info['base_params']:,} base + {wl.info['adapter_params']:,} adapter params, "
+        f"batch {cfg.batch} x {wl.info['padded_seq_len']} tokens")
+    ms = Methods(wl, cfg, names=STEP_ITEMS + ("inference",))
+    if cfg.memory and cfg.device.startswith("cuda"):
+        mem_method = ("CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, in-process, "
+                      "weights included, fo-full measured last")
+        memory = measure_memory_cuda(ms, cfg, log=log)
+    timing = time_items(ms, cfg, log=log)
+    med = timing["median"]
+    F = med["forward"]
+    tokens = wl.info["tokens_per_step"]
+    methods: dict[str, Any] = {}
+    for name in STEP_ITEMS:
+        st = med[f"step[{name}]"]
+        methods[name] = {
+            "step_s": st, "forward_s": F,
+            "zo_pass_s": med.get(f"zo_pass_s[{name}]", 0.0 if name.startswith("fo") else None),
+            "zo_passes_per_step": ms.last_passes.get(name),
+            "peak_memory_bytes": memory.get(name, {}).get("peak_bytes"),
+            "tokens_per_s": _ratio(tokens, st),
+        }
+    methods["mezo-reference"]["zo_pass_s"] = None   # in-place passes, not instrumented
+    pieces = {"forward_s": F, "perturbed_forward_s": med["perturbed_forward"], "update_sweep_s": med["update_sweep"],
+              **{k: v for k, v in med.items() if k.startswith("zo_")}}
+    zo_pass = med["zo_pass_s[zo-full]"]
+    by_diff = 2 * (med["perturbed_forward"] - F) + med["update_sweep"]
+    inf_mem = memory.get("inference", {}).get("peak_bytes")
+
+    def mem_ratio(a, b):
+        ma, mb = memory.get(a, {}).get("peak_bytes"), memory.get(b, {}).get("peak_bytes")
+        return _ratio(ma, mb) if ma and mb else None
+
+    ratios = {
+        "hybrid_step_over_floor": _ratio(med["step[hybrid]"], med["step[fo-peft]"] + 2 * F),
+        "hybrid_reuse_step_over_floor": _ratio(med["step[hybrid-forward]"], med["step[fo-peft]"] + F),
+        "zo_passes_per_step": int(ms.last_passes["zo-full"]),
+        "mezo_reference_passes_per_step": PASSES_PER_STEP,
+        "zo_pass_time_over_two_forwards": _ratio(zo_pass, 2 * F),
+        "zo_pass_time_by_difference_over_two_forwards": _ratio(by_diff, 2 * F),
+        "zo_step_over_mezo_reference": _ratio(med["step[zo-full]"], med["step[mezo-reference]"]),
+        "zo_step_over_two_forwards": _ratio(med["step[zo-full]"], 2 * F),
+        "hybrid_memory_over_fo_peft": mem_ratio("hybrid", "fo-peft"),
+        "zo_full_memory_over_inference": mem_ratio("zo-full", "inference") if inf_mem else None,
+        "hybrid_memory_over_fo_full": mem_ratio("hybrid", "fo-full"),
+    }
+    goals = {}
+    for k, (op, bound) in GOALS.items():
+        v = ratios.get(k)
+        met = None if v is None or (isinstance(v, float) and not math.isfinite(v)) else (
+            v <= bound if op == "<=" else v < bound)
+        goals[k] = {"goal": f"{op} {bound}", "value": v, "met": met}
+    result = {
+        "schema": SCHEMA, "config": cfg.to_dict(), "machine": machine, "workload": wl.info,
+        "definitions": {
+            "step_s": "median wall time of one optimizer step (interleaved rounds after warm-up)",
+            "forward_s": "median wall time of one plain no-grad forward (loss) of the same model and batch",
+            "zo_pass_s": "time inside Perturbation.apply (out-of-place w+s*u, direction generation included, "
+                         "all perturbed forwards of the step) + time inside apply_zo_update (the update sweep), "
+                         "timed directly in an instrumented step; median",
+            "zo_pass_time_by_difference": "2*(perturbed forward - plain forward) + update sweep (cross-check)",
+            "zo_passes_per_step": "StepStats.zo_passes: sweeps over the ZO block that generate directions "
+                                  "(MeZO reference: its 4 in-place passes)",
+            "hybrid_step_over_floor": "step[hybrid] / (step[fo-peft] + 2*forward)",
+            "hybrid_reuse_step_over_floor": "step[hybrid, estimator=forward] / (step[fo-peft] + forward)",
+            "zo_pass_time_over_two_forwards": "zo_pass_s[zo-full] / (2*forward_s)",
+            "zo_step_over_mezo_reference": "step[zo-full] / step[mezo-reference]",
+            "memory": mem_method,
+            "tokens_per_s": "tokens in the mini-batch (unpadded) / step_s",
+        },
+        "methods": methods, "pieces": pieces, "ratios": ratios, "goals": goals,
+        "memory": memory, "analytic_memory": analytic_memory(wl.info, cfg),
+        "timing_samples": timing["samples"],
+    }
+    if cfg.profile:
+        result["profile"] = profile_steps(ms, cfg)
+    result["seconds_total"] = time.perf_counter() - t_start
+    return result
+
+
+def markdown(res: dict[str, Any]) -> str:
+    w = res["workload"]
+    lines = [f"# hybridopt bench: {w['model']} ({w['dtype']}, {w['device']}), batch {w['batch']} x "
+             f"{w['padded_seq_len']} tokens", "",
+             f"{res['config']['reps']} interleaved rounds after {res['config']['warmup']} warm-up; medians. "
+             f"Memory: {res['definitions']['memory']}.", "",
+             "| method | step (s) | forward (s) | ZO pass (s) | ZO passes/step | peak memory (MiB) | tokens/s |",
+             "|---|---|---|---|---|---|---|"]
+
+    def f(v, fmt="{:.4f}"):
+        return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
+
+    for name, m in res["methods"].items():
+        mem = m["peak_memory_bytes"]
+        lines.append(f"| {name} | {f(m['step_s'])} | {f(m['forward_s'])} | {f(m['zo_pass_s'])} | "
+                     f"{f(m['zo_passes_per_step'], '{}')} | {f(mem / 2**20 if mem else None, '{:.1f}')} | "
+                     f"{f(m['tokens_per_s'], '{:.1f}')} |")
+    if "inference" in res["memory"]:
+        lines.append(f"| inference | — | {f(res['pieces']['forward_s'])} | — | — | "
+                     f"{res['memory']['inference']['peak_bytes'] / 2**20:.1f} | — |")
+    lines += ["", "| ratio | value | goal | met |", "|---|---|---|---|"]
+    for k, v in res["ratios"].items():
+        g = res["goals"].get(k, {})
+        lines.append(f"| {k} | {f(v, '{:.3f}') if not isinstance(v, int) else v} | {g.get('goal', '')} | "
+                     f"{'' if g.get('met') is None else ('yes' if g['met'] else 'no')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # memory worker entry point (subprocess)
+    if len(sys.argv) == 3 and sys.argv[1] == "--memory-worker":
+        print(json.dumps(memory_worker(json.loads(sys.argv[2]))))
+        sys.exit(0)
+    print("usage: python -m benchmarks.perf.bench --memory-worker SPEC_JSON (use `hybridopt bench`)", file=sys.stderr)
+    sys.exit(2)
