@@ -69,6 +69,7 @@ class History:
     epochs: list[int] = field(default_factory=list)
     fo_grad_sq: list[float] = field(default_factory=list)
     zo_grad_sq_est: list[float] = field(default_factory=list)
+    zo_curvature: list[float] = field(default_factory=list)
     zo_passes: list[int] = field(default_factory=list)
     zo_evals: int = 0
     fo_grads: int = 0
@@ -316,6 +317,8 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
                 hist.fo_grad_sq.append(float(stats.fo_grad_sq))
             if stats.projected is not None:
                 hist.zo_grad_sq_est.append(float(stats.projected.pow(2).mean()))
+            if stats.curvature is not None:
+                hist.zo_curvature.append(float(stats.curvature.mean()))
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 timed_eval(step)
             if bar is not None:
@@ -381,7 +384,9 @@ def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall:
         "peak_memory_bytes": _peak_memory_bytes(cfg.device),
         "tokens_per_second": hist.train_tokens / train_time if train_time > 0 else None,
         "stationarity": {"epoch": hist.epochs, "fo_grad_sq": hist.fo_grad_sq,
-                         "zo_grad_sq_est": hist.zo_grad_sq_est},
+                         "zo_grad_sq_est": hist.zo_grad_sq_est, "zo_curvature": hist.zo_curvature,
+                         "zo_dim": sum(p.numel() for p in s.problem.zo_params),
+                         "mu": cfg.hybrid_config().mu},
         "oracle_calls": {"zo_evals": hist.zo_evals, "fo_grads": hist.fo_grads,
                          "zo_passes_per_step": max(hist.zo_passes) if hist.zo_passes else 0},
         "sizes": {"train": len(s.train), "dev": len(s.dev), "test": len(s.test),

@@ -32,12 +32,15 @@ class StepStats:
     (FO block present, or forward estimator), else the mean of the 2q probe values (= f_B
     up to O(μ²)).  ``projected`` holds the q projected gradients g_r (device tensor); with
     Gaussian directions E[g_r²] = ||∇_x f_B||² + O(μ²), an estimate of the ZO block's squared
-    gradient.  ``fo_grad_sq`` = ||∇_y f_B||² exactly (before the FO update)."""
+    gradient.  ``fo_grad_sq`` = ||∇_y f_B||² exactly (before the FO update).  ``curvature``
+    holds the q second differences [f(x+μu_r) + f(x-μu_r) - 2 f(x)]/μ² = u_rᵀ∇²ₓf u_r + O(μ²)
+    when f(x) was evaluated (central estimator with an FO block), else None."""
 
     step: int
     loss: torch.Tensor
     projected: torch.Tensor | None
     fo_grad_sq: torch.Tensor | None
+    curvature: torch.Tensor | None
     zo_evals: int
     fo_grads: int
     zo_passes: int
@@ -132,7 +135,7 @@ class HybridOptimizer:
             fo_grad_sq = sum(p.grad.detach().pow(2).flatten(r).sum(-1) for p in self.fo_params
                              if p.grad is not None)
 
-        projected = None
+        projected = curvature = None
         loss = None
         if base_losses is not None:
             loss = sum(w * l.to(acc_dtype) for w, l in zip(weights, base_losses))
@@ -143,26 +146,32 @@ class HybridOptimizer:
                     base_losses = [prob.loss(c) for c in micro]
                     loss = sum(w * l.to(acc_dtype) for w, l in zip(weights, base_losses))
                     zo_evals += total
-                g, probe_sum = [], 0.0
+                g, curv, probe_sum = [], [], 0.0
                 for r in range(cfg.q):
-                    acc = 0.0
+                    acc, second = 0.0, 0.0
                     for i, (c, w) in enumerate(zip(micro, weights)):
                         f_plus = prob.loss(c, Perturbation(dirs, r, cfg.mu)).to(acc_dtype)
                         if cfg.estimator == "central":
                             f_minus = prob.loss(c, Perturbation(dirs, r, -cfg.mu)).to(acc_dtype)
                             acc = acc + w * (f_plus - f_minus) / (2 * cfg.mu)
                             probe_sum = probe_sum + w * (f_plus + f_minus) / 2
+                            if base_losses is not None:
+                                second = second + w * (f_plus + f_minus - 2 * base_losses[i].to(acc_dtype))
                             passes += 2
                         else:
                             acc = acc + w * (f_plus - base_losses[i].to(acc_dtype)) / cfg.mu
                             passes += 1
                     g.append(acc)
+                    curv.append(second / cfg.mu ** 2)
                 projected = torch.stack(g)
+                if cfg.estimator == "central" and base_losses is not None:
+                    curvature = torch.stack(curv)
                 if loss is None:  # ZO only, central: f_B ~ mean of the 2q probe values
                     loss = probe_sum / cfg.q
                 if comm is not None:  # the ZO block's only communication: q + 1 scalars
                     both = comm.sum_(torch.cat([projected.reshape(-1), loss.reshape(-1)]), "zo")
                     projected, loss = both[:cfg.q].reshape(projected.shape), both[cfg.q:].reshape(loss.shape)
+                    curvature = None  # a diagnostic; not worth a second all-reduce
                 zo_evals += total * cfg.q * (2 if cfg.estimator == "central" else 1)
                 coeffs = projected * (-lr_x / cfg.q)
                 decay = 1.0 - lr_x * cfg.weight_decay_x
@@ -180,7 +189,7 @@ class HybridOptimizer:
         if comm is not None:
             comm.stats.end_step()
         self.step_count += 1
-        return StepStats(t, loss.detach(), projected, fo_grad_sq, zo_evals, fo_grads, passes, lr_x, lr_y)
+        return StepStats(t, loss.detach(), projected, fo_grad_sq, curvature, zo_evals, fo_grads, passes, lr_x, lr_y)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -87,6 +87,7 @@ class BenchConfig:
     memory: bool = True
     memory_steps: int = 2
     profile: bool = True
+    memory_only: bool = False       # skip timing and profile (large shapes on CPU)
     shrink: bool = False            # shape models: use the SMALL sizes (CPU tests of gpu.sh)
     lora_r: int = 8
     mu: float = 1e-3
@@ -377,6 +378,11 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+#: glibc: a fixed mmap threshold (no dynamic raise) and trimming, so that freed tensors go back to the
+#: OS at once and peak RSS tracks the peak of live allocations rather than heap fragmentation.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
 def _measure_item(cfg: BenchConfig, item: str) -> dict[str, Any]:
     gc.collect()
     baseline = _status_kb("VmRSS") * 1024
@@ -389,7 +395,7 @@ def _measure_item(cfg: BenchConfig, item: str) -> dict[str, Any]:
         ms.run(item)
     peak = _status_kb("VmHWM") * 1024
     return {"item": item, "peak_bytes": peak - baseline, "rss_before_steps_bytes": before - baseline,
-            "baseline_rss_bytes": baseline, "peak_reset": reset}
+            "baseline_rss_bytes": baseline, "peak_reset": reset, "workload": wl.info}
 
 
 def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -431,7 +437,8 @@ def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
 def measure_memory_subprocesses(cfg: BenchConfig, items=MEMORY_ITEMS, log=lambda s: None) -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
     spec = json.dumps({"config": cfg.to_dict(), "items": list(items)})
-    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           **MALLOC_ENV}
     res = subprocess.run([sys.executable, "-m", "benchmarks.perf.bench", "--memory-worker", spec],
                          capture_output=True, text=True, cwd=str(root), env=env)
     if res.returncode != 0:
@@ -578,8 +585,12 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
     mem_method = None
     if cfg.memory and not cfg.device.startswith("cuda"):
         mem_method = ("CPU: one forked process per item; peak RSS (VmHWM, reset via /proc/self/clear_refs after the "
-                      "build) minus RSS before the model was built; weights included")
+                      "build) minus RSS before the model was built; weights included; glibc "
+                      + " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items()) + " so freed tensors are returned")
         memory = measure_memory_subprocesses(cfg, log=log)
+        if cfg.memory_only:
+            info = next(iter(memory.values()))["workload"]
+            return _assemble(cfg, machine, info, memory, mem_method, None, {}, t_start)
     wl = build_workload(cfg)
     log(f"model {cfg.model}: {wl.info['base_params']:,} base + {wl.info['adapter_params']:,} adapter params, "
         f"batch {cfg.batch} x {wl.info['padded_seq_len']} tokens")
@@ -588,24 +599,35 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
         mem_method = ("CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, in-process, "
                       "weights included, fo-full measured last")
         memory = measure_memory_cuda(ms, cfg, log=log)
-    timing = time_items(ms, cfg, log=log)
-    med = timing["median"]
+    timing = None if cfg.memory_only else time_items(ms, cfg, log=log)
+    res = _assemble(cfg, machine, wl.info, memory, mem_method, timing, ms.last_passes, t_start)
+    if cfg.profile and not cfg.memory_only:
+        res["profile"] = profile_steps(ms, cfg)
+    res["seconds_total"] = time.perf_counter() - t_start
+    return res
+
+
+def _assemble(cfg, machine, info, memory, mem_method, timing, last_passes, t_start) -> dict[str, Any]:
+    nan = float("nan")
+    med = timing["median"] if timing else {}
+    for k in ["forward", "perturbed_forward", "update_sweep"] + [f"step[{n}]" for n in STEP_ITEMS]:
+        med.setdefault(k, nan)
     F = med["forward"]
-    tokens = wl.info["tokens_per_step"]
+    tokens = info["tokens_per_step"]
     methods: dict[str, Any] = {}
     for name in STEP_ITEMS:
         st = med[f"step[{name}]"]
         methods[name] = {
             "step_s": st, "forward_s": F,
             "zo_pass_s": med.get(f"zo_pass_s[{name}]", 0.0 if name.startswith("fo") else None),
-            "zo_passes_per_step": ms.last_passes.get(name),
+            "zo_passes_per_step": last_passes.get(name),
             "peak_memory_bytes": memory.get(name, {}).get("peak_bytes"),
             "tokens_per_s": _ratio(tokens, st),
         }
     methods["mezo-reference"]["zo_pass_s"] = None   # in-place passes, not instrumented
     pieces = {"forward_s": F, "perturbed_forward_s": med["perturbed_forward"], "update_sweep_s": med["update_sweep"],
               **{k: v for k, v in med.items() if k.startswith("zo_")}}
-    zo_pass = med["zo_pass_s[zo-full]"]
+    zo_pass = med.get("zo_pass_s[zo-full]", nan)
     by_diff = 2 * (med["perturbed_forward"] - F) + med["update_sweep"]
     inf_mem = memory.get("inference", {}).get("peak_bytes")
 
@@ -616,7 +638,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
     ratios = {
         "hybrid_step_over_floor": _ratio(med["step[hybrid]"], med["step[fo-peft]"] + 2 * F),
         "hybrid_reuse_step_over_floor": _ratio(med["step[hybrid-forward]"], med["step[fo-peft]"] + F),
-        "zo_passes_per_step": int(ms.last_passes["zo-full"]),
+        "zo_passes_per_step": int(last_passes["zo-full"]) if "zo-full" in last_passes else None,
         "mezo_reference_passes_per_step": PASSES_PER_STEP,
         "zo_pass_time_over_two_forwards": _ratio(zo_pass, 2 * F),
         "zo_pass_time_by_difference_over_two_forwards": _ratio(by_diff, 2 * F),
@@ -633,7 +655,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
             v <= bound if op == "<=" else v < bound)
         goals[k] = {"goal": f"{op} {bound}", "value": v, "met": met}
     result = {
-        "schema": SCHEMA, "config": cfg.to_dict(), "machine": machine, "workload": wl.info,
+        "schema": SCHEMA, "config": cfg.to_dict(), "machine": machine, "workload": info,
         "definitions": {
             "step_s": "median wall time of one optimizer step (interleaved rounds after warm-up)",
             "forward_s": "median wall time of one plain no-grad forward (loss) of the same model and batch",
@@ -651,12 +673,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
             "tokens_per_s": "tokens in the mini-batch (unpadded) / step_s",
         },
         "methods": methods, "pieces": pieces, "ratios": ratios, "goals": goals,
-        "memory": memory, "analytic_memory": analytic_memory(wl.info, cfg),
-        "timing_samples": timing["samples"],
+        "memory": {k: {kk: vv for kk, vv in v.items() if kk != "workload"} for k, v in memory.items()},
+        "analytic_memory": analytic_memory(info, cfg),
+        "timing_samples": timing["samples"] if timing else None,
+        "seconds_total": time.perf_counter() - t_start,
     }
-    if cfg.profile:
-        result["profile"] = profile_steps(ms, cfg)
-    result["seconds_total"] = time.perf_counter() - t_start
     return result
 
 

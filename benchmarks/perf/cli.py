@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shrink", action="store_true", help="shape models at a small size (tests)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown")
+    p.add_argument("--memory-only", action="store_true", help="memory only (large shapes on CPU)")
+    p.add_argument("--memory-steps", type=int, help="steps per memory measurement (default 2)")
     return p
 
 
@@ -40,13 +42,16 @@ def config_from_args(a: argparse.Namespace):
     from .bench import BenchConfig
 
     kw = dict(QUICK) if a.quick else {}
-    for k in ("model", "batch", "seq_len", "reps", "warmup", "threads", "dtype", "device"):
+    for k in ("model", "batch", "seq_len", "reps", "warmup", "threads", "dtype", "device", "memory_steps"):
         v = getattr(a, k)
         if v is not None:
             kw[k] = v
     kw["shrink"] = a.shrink
     kw["memory"] = not a.no_memory
     kw["profile"] = not a.no_profile
+    kw["memory_only"] = a.memory_only
+    if a.memory_only and a.no_memory:
+        raise ValueError("--memory-only and --no-memory exclude each other")
     cfg = BenchConfig(**kw)
     for k in ("batch", "reps"):
         if getattr(cfg, k) < 1:

@@ -122,3 +122,15 @@ def test_stationarity_proxies():
     means = est.reshape(50, -1).mean(1)
     se = means.std() / 50 ** 0.5
     assert abs(est.mean() - g[:5].pow(2).sum()) <= 5 * se
+
+
+def test_curvature_probe_on_quadratic():
+    """For a quadratic the second difference is exact: [f(x+μu)+f(x-μu)-2f(x)]/μ² = uᵀ∇²ₓf u."""
+    prob, A, b, _ = quadratic_problem(n=4, dx=5, dy=2, seed=5)
+    opt = ho.HybridOptimizer(prob, ho.HybridConfig(lr_x=1e-9, lr_y=1e-9, mu=1e-2, q=2, seed=2))
+    dirs = opt.directions(0)
+    stats = opt.step(torch.arange(4))
+    H = torch.einsum("nkd,nke->de", A, A)[:5, :5] / 4
+    for r in range(2):
+        u = dirs.u(r, 0)
+        assert torch.allclose(stats.curvature[r], u @ H @ u, rtol=1e-6)
