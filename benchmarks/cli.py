@@ -103,6 +103,31 @@ def finetune_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def grid_main(argv: list[str] | None = None) -> int:
+    from .grid import parse_grid, run_grid
+    from .runner import RunError
+
+    p = _finetune_parser()
+    p.prog = "hybridopt grid"
+    p.description = "Learning-rate grid with selection on dev; test accuracy of the selected trial only."
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=v1,v2",
+                   help="grid axis (lr_x, lr_y, mu, q); repeat for several axes")
+    a = p.parse_args(argv)
+    try:
+        grid = parse_grid(a.grid)
+        cfg = build_config(a.task, a.method, a.config, _overrides(a))
+        result = run_grid(cfg, grid, a.out, progress=not a.no_progress, overwrite=a.overwrite)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"hybridopt grid: error: {e}", file=sys.stderr)
+        return 2
+    except RunError as e:
+        print(f"hybridopt grid: error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(f"selected {result['grid']['selected']} (dev {result['dev_accuracy']['best']:.4f}); "
+          f"test accuracy {result['test_accuracy']:.4f} -> {Path(a.out) / 'result.json'}")
+    return 0
+
+
 # ---- summary tables ----------------------------------------------------------------------------
 
 def collect_results(paths: list[str]) -> list[dict[str, Any]]:
@@ -111,8 +136,8 @@ def collect_results(paths: list[str]) -> list[dict[str, Any]]:
     for p in map(Path, paths):
         if p.is_file():
             files.append(p)
-        elif p.is_dir():
-            files.extend(sorted(p.rglob("result.json")))
+        elif p.is_dir():  # grid trials are summarised by their grid's result.json
+            files.extend(f for f in sorted(p.rglob("result.json")) if "trials" not in f.relative_to(p).parts)
         else:
             raise ConfigError(f"{str(p)!r} does not exist")
     rows = []

@@ -185,7 +185,7 @@ def build_config(task: str | None = None, method: str | None = None, config_file
         if key not in merged:
             raise ConfigError(f"no {key} given (use --{key} or put it in the config file)")
     cfg = validate(FinetuneConfig(**merged))
-    _check_consistency(cfg, {**exp.get("optimizer", {}), **overrides.get("optimizer", {})},
+    check_consistency(cfg, {**exp.get("optimizer", {}), **overrides.get("optimizer", {})},
                        {**exp.get("peft", {}), **overrides.get("peft", {})})
     return cfg
 
@@ -194,7 +194,7 @@ ZO_OPTIONS = ("lr_x", "mu", "q", "estimator", "direction", "weight_decay_x")
 FO_OPTIONS = ("lr_y", "fo_optimizer", "momentum", "betas", "adam_eps", "weight_decay_y")
 
 
-def _check_consistency(cfg: FinetuneConfig, given_opt: Mapping[str, Any], given_peft: Mapping[str, Any]) -> None:
+def check_consistency(cfg: FinetuneConfig, given_opt: Mapping[str, Any], given_peft: Mapping[str, Any]) -> None:
     """Options the user set explicitly must apply to the chosen method."""
     has_zo = cfg.method in ("zo-full", "zo-peft", "hybrid")
     has_fo = cfg.method in ("fo-full", "fo-peft", "hybrid")

@@ -31,6 +31,7 @@ from .config import ConfigError, FinetuneConfig
 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
+SELECTED = "selected.pt"
 CHECKPOINT_FORMAT = 1
 
 
@@ -259,8 +260,11 @@ def _evaluate(s: Setup, cfg: FinetuneConfig, split) -> float:
 
 
 def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-        progress: bool = True, verify: bool = False) -> dict[str, Any]:
-    """Run (or resume) one fine-tuning run; write ``out/result.json``; return the result."""
+        progress: bool = True, verify: bool = False, test: bool = True) -> dict[str, Any]:
+    """Run (or resume) one fine-tuning run; write ``out/result.json``; return the result.
+
+    ``test=False`` (grid trials): no test evaluation; the selected checkpoint is saved instead
+    (``selected.pt``: its FO block and the ZO log up to it) for :func:`evaluate_selected`."""
     from hybridopt.distributed import init_from_env
 
     out = Path(out)
@@ -338,6 +342,19 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
     if verify and s.problem.zo_params and not verify_reconstruction(cfg, s):
         raise RunError("the ZO block rebuilt from the initial model + ZO log differs from the live weights")
 
+    if lead and cfg.checkpoint_every:
+        save_checkpoint(out, cfg, s, hist)  # final state, so a finished run can be inspected
+    if not test:
+        if lead:
+            torch_save(out / SELECTED, {"config": cfg.to_dict(), "best_step": hist.best_step,
+                                        "fo_params": hist.best_fo,
+                                        "zo_log": [(e.step, e.seed, e.coeffs, e.decay) for e in s.optimizer.zo_log
+                                                   if e.step < hist.best_step]})
+            result = _result(cfg, s, hist, None, time.time() - t_start)
+            write_json(out / RESULT, result)
+            return result
+        return _result(cfg, s, hist, None, time.time() - t_start)
+
     # Select the best dev checkpoint, then test once.
     with torch.no_grad():
         if hist.best_step != s.optimizer.step_count:
@@ -350,9 +367,22 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
     result = _result(cfg, s, hist, test_acc, time.time() - t_start)
     if lead:
         write_json(out / RESULT, result)
-        if cfg.checkpoint_every:
-            save_checkpoint(out, cfg, s, hist)  # final state, so a finished run can be inspected
     return result
+
+
+@torch.no_grad()
+def evaluate_selected(cfg: FinetuneConfig, run_dir: str | Path) -> float:
+    """Test accuracy of a trial's selected checkpoint (``selected.pt``), rebuilt bit-exactly:
+    fresh model, FO block copied, ZO block = initial weights + replay of the stored log."""
+    path = Path(run_dir) / SELECTED
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["config"] != cfg.to_dict():
+        raise ConfigError(f"{path} was made with another configuration")
+    s = setup(cfg)
+    for p, v in zip(s.problem.fo_params, state["fo_params"]):
+        p.copy_(v.to(p.device))
+    ho.replay_zo_log(s.problem.zo_params, [ho.ZOLogEntry(*e) for e in state["zo_log"]], cfg.hybrid_config())
+    return _evaluate(s, cfg, s.test)
 
 
 def _communication(s: Setup) -> dict[str, Any] | None:

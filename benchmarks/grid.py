@@ -1,0 +1,77 @@
+"""A small learning-rate grid with model selection on dev only.
+
+Every combination is trained without looking at the test split; the trial with the best dev
+accuracy (earliest in grid order on ties) is selected, and only its selected checkpoint is
+evaluated on test, once.  Layout: ``OUT/trials/<name>/`` per trial, ``OUT/grid.json`` and
+``OUT/result.json`` (the selected trial's result with its test accuracy and the grid).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from hybridopt.io import write_json
+
+from .config import ConfigError, FinetuneConfig, check_consistency, validate
+from . import runner
+
+GRID_KEYS = ("lr_x", "lr_y", "mu", "q")
+
+
+def parse_grid(specs: Sequence[str]) -> dict[str, list[float]]:
+    """``["lr_x=1e-6,1e-5", "lr_y=1e-3"]`` -> {'lr_x': [1e-6, 1e-5], 'lr_y': [1e-3]}."""
+    grid: dict[str, list[float]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        if not sep or key not in GRID_KEYS:
+            raise ConfigError(f"--grid {spec!r}: expected KEY=v1,v2,... with KEY one of {', '.join(GRID_KEYS)}")
+        try:
+            vals = [int(v) if key == "q" else float(v) for v in values.split(",") if v]
+        except ValueError:
+            raise ConfigError(f"--grid {spec!r}: values must be numbers") from None
+        if not vals:
+            raise ConfigError(f"--grid {spec!r}: no values")
+        grid[key] = vals
+    if not grid:
+        raise ConfigError("no --grid given")
+    return grid
+
+
+def trial_configs(base: FinetuneConfig, grid: dict[str, list[float]]) -> list[tuple[str, dict, FinetuneConfig]]:
+    check_consistency(base, grid, {})
+    keys = list(grid)
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        params = dict(zip(keys, combo))
+        name = "_".join(f"{k}={v:g}" for k, v in params.items())
+        cfg = validate(replace(base, optimizer={**base.optimizer, **params}))
+        out.append((name, params, cfg))
+    return out
+
+
+def run_grid(base: FinetuneConfig, grid: dict[str, list[float]], out: str | Path, progress: bool = True,
+             overwrite: bool = False) -> dict[str, Any]:
+    out = Path(out)
+    trials = trial_configs(base, grid)
+    rows = []
+    for name, params, cfg in trials:
+        tdir = out / "trials" / name
+        if (tdir / runner.RESULT).exists() and not overwrite:
+            import json
+            res = json.loads((tdir / runner.RESULT).read_text())
+        else:
+            res = runner.run(cfg, tdir, resume=(tdir / runner.CHECKPOINT).exists() and not overwrite,
+                             overwrite=overwrite, progress=progress, test=False)
+        rows.append({"name": name, "params": params, "dev_best": res["dev_accuracy"]["best"],
+                     "dev_step": res["dev_accuracy"]["step"], "path": str(tdir), "result": res})
+    best = max(range(len(rows)), key=lambda i: (rows[i]["dev_best"], -i))
+    chosen = rows[best]
+    test_acc = runner.evaluate_selected(trials[best][2], chosen["path"])
+    result = {**chosen["result"], "test_accuracy": test_acc,
+              "grid": {"values": grid, "selected": chosen["name"], "selection": "best dev accuracy",
+                       "trials": [{k: r[k] for k in ("name", "params", "dev_best", "dev_step")} for r in rows]}}
+    write_json(out / "grid.json", result["grid"] | {"test_accuracy_of_selected": test_acc})
+    write_json(out / runner.RESULT, result)
+    return result
