@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "grid": ("benchmarks.cli", "grid_main", "learning-rate grid with selection on dev, test of the selected run only"),
     "summarize": ("benchmarks.cli", "summarize_main", "collect result.json files into a Markdown/CSV table"),
     "simulate": ("theory.sim_cli", "main", "run the reshuffling-SGD simulator against the O(1/eps^4) bound"),
+    "reproduce": ("paper_figures.reproduce", "main", "run what is missing and draw every figure and table of the paper"),
     "bench": ("benchmarks.perf.cli", "main", "measure step time and memory of the five methods and a MeZO reference"),
 }
 

@@ -33,17 +33,49 @@ def _draw_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+class Workspace:
+    """Reusable flat scratch buffers keyed by (slot, dtype, device), grown on demand.
+
+    Tensor-sized temporaries are the main cost of a ZO sweep after the random numbers
+    themselves: a fresh large allocation is page-faulted in on every use.  The perturbation of
+    one module and the update of one tensor each borrow a slice instead.  Not re-entrant: a
+    slot's slice is valid until the next request for the same slot.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, torch.Tensor] = {}
+
+    def get(self, slot: int, shape: torch.Size, dtype: torch.dtype, device: torch.device,
+            offset: int = 0) -> torch.Tensor:
+        n = offset + math.prod(shape)
+        key = (slot, dtype, torch.device(device))
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype, device=device)
+            self._bufs[key] = buf
+        return buf[offset:n].view(shape)
+
+    def clear(self) -> None:
+        self._bufs.clear()
+
+
+#: The process-wide workspace of ZO sweeps (one sweep runs at a time).
+WORKSPACE = Workspace()
+
+
 def draw_direction(kind: str, seed: int, shape: torch.Size, dtype: torch.dtype,
-                   device: torch.device) -> torch.Tensor:
-    """Raw (un-normalised) direction tensor, a pure function of ``seed``."""
+                   device: torch.device, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Raw (un-normalised) direction tensor, a pure function of ``seed`` (written into ``out``
+    when given; ``out`` must have the draw dtype, float32 or float64)."""
     gen = _POOL.get(device, seed)
     dt = _draw_dtype(dtype)
+    if out is None:
+        out = torch.empty(shape, dtype=dt, device=device)
     if kind == "rademacher":
-        u = torch.empty(shape, dtype=dt, device=device).bernoulli_(0.5, generator=gen)
-        return u.mul_(2).sub_(1)
+        return out.bernoulli_(0.5, generator=gen).mul_(2).sub_(1)
     if kind not in DIRECTIONS:
         raise ValueError(f"unknown direction {kind!r}; valid: {', '.join(DIRECTIONS)}")
-    return torch.randn(shape, dtype=dt, device=device, generator=gen)
+    return out.normal_(generator=gen)
 
 
 class Directions:
@@ -66,9 +98,9 @@ class Directions:
         # (synthetic objectives) it trades memory for 2 of the 3 generation sweeps.
         self._cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache else None
 
-    def _raw(self, probe: int, j: int) -> torch.Tensor:
+    def _raw(self, probe: int, j: int, out: torch.Tensor | None = None) -> torch.Tensor:
         p = self._params[j]
-        return draw_direction(self.kind, tensor_seed(self.seed, probe, j), p.shape, p.dtype, p.device)
+        return draw_direction(self.kind, tensor_seed(self.seed, probe, j), p.shape, p.dtype, p.device, out)
 
     def _sphere_scale(self, probe: int) -> torch.Tensor:
         # sqrt(d)/||v|| over the whole ZO block: one generation sweep, no parameter reads.
@@ -83,12 +115,13 @@ class Directions:
             self._scale[probe] = (d / sq).sqrt()
         return self._scale[probe]
 
-    def u(self, probe: int, j: int) -> torch.Tensor:
-        """Direction ``probe`` on tensor ``j`` (float32/float64, the tensor's shape).  A fresh
-        tensor each call (callers may modify it in place)."""
+    def u(self, probe: int, j: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Direction ``probe`` on tensor ``j`` (float32/float64, the tensor's shape), written
+        into ``out`` if given, else a fresh tensor (callers may modify it in place)."""
         if self._cache is not None:
-            return self._cached(probe, j).clone()
-        return self._direction(probe, j)
+            cached = self._cached(probe, j)
+            return cached.clone() if out is None else out.copy_(cached)
+        return self._direction(probe, j, out)
 
     def _cached(self, probe: int, j: int) -> torch.Tensor:
         key = (probe, j)
@@ -103,11 +136,14 @@ class Directions:
             return self._cached(probe, j)
         return self._direction(probe, j)
 
-    def _direction(self, probe: int, j: int) -> torch.Tensor:
-        u = self._raw(probe, j)
+    def draw_dtype(self, j: int) -> torch.dtype:
+        return _draw_dtype(self._params[j].dtype)
+
+    def _direction(self, probe: int, j: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        u = self._raw(probe, j, out)
         if self.kind == "sphere":
             s = self._sphere_scale(probe)
-            u = u * s.reshape(s.shape + (1,) * (u.dim() - s.dim()))
+            u.mul_(s.reshape(s.shape + (1,) * (u.dim() - s.dim())))
         return u
 
 
@@ -118,9 +154,22 @@ class Perturbation:
         self.directions, self.probe, self.scale = directions, probe, float(scale)
         self.applied: set[int] = set()
 
-    def apply(self, j: int, p: torch.Tensor) -> torch.Tensor:
-        """Return ``p + scale*u_j`` as a new tensor of ``p``'s dtype; ``p`` is not touched."""
+    @torch.no_grad()
+    def apply(self, j: int, p: torch.Tensor, workspace: Workspace | None = None, offset: int = 0) -> torch.Tensor:
+        """Return ``p + scale*u_j`` (rounded once to ``p``'s dtype); ``p`` is not touched.
+
+        Without ``workspace`` the result is a new tensor.  With one, it lives in the
+        workspace (slot 0 for the draw, slot 1 for a low-precision copy, at ``offset``) and is
+        valid until the workspace is used again: what a module needs for one forward.
+        Both paths compute fl(fl(scale*u) + p), bit for bit.
+        """
         self.applied.add(j)
-        u = self.directions.u_readonly(self.probe, j)  # read only below (out-of-place ops)
-        with torch.no_grad():
-            return (p.detach().to(u.dtype) + self.scale * u).to(p.dtype)
+        if workspace is None:
+            u = self.directions.u_readonly(self.probe, j)  # read only: out-of-place ops
+            return (self.scale * u + p.detach()).to(p.dtype)
+        u = self.directions.u(self.probe, j, out=workspace.get(0, p.shape, self.directions.draw_dtype(j),
+                                                              p.device, offset))
+        u.mul_(self.scale).add_(p.detach())
+        if p.dtype == u.dtype:
+            return u
+        return workspace.get(1, p.shape, p.dtype, p.device, offset).copy_(u)

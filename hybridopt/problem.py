@@ -21,7 +21,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .directions import Perturbation
+from .directions import WORKSPACE, Perturbation
 
 
 @runtime_checkable
@@ -113,6 +113,15 @@ class ModuleProblem:
         if missing:
             raise ValueError(f"{len(missing)} ZO tensor(s) are not parameters of the model")
         self._shared = {j for j, c in uses.items() if c > 1}
+        # Each module's perturbed weights live in the shared workspace at fixed offsets (only one
+        # module runs at a time); tied weights get their own tensor, alive for the whole forward.
+        self._offsets: dict[tuple[int, int], int] = {}
+        for module, owned in self._owners.items():
+            offset = 0
+            for name, j in owned:
+                if j not in self._shared:
+                    self._offsets[(id(module), j)] = offset
+                    offset += self.zo_params[j].numel()
         self._names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
         self._active: Perturbation | None = None
         self._cache: dict[int, torch.Tensor] = {}
@@ -121,12 +130,14 @@ class ModuleProblem:
             module.register_forward_pre_hook(self._pre_hook)
             module.register_forward_hook(self._post_hook)
 
-    def _perturbed(self, j: int, p: torch.Tensor) -> torch.Tensor:
+    def _perturbed(self, module: torch.nn.Module, j: int, p: torch.Tensor) -> torch.Tensor:
         if j in self._shared:
             if j not in self._cache:
                 self._cache[j] = self._active.apply(j, p)
             return self._cache[j]
-        return self._active.apply(j, p)
+        if torch.is_grad_enabled():  # autograd may save the perturbed weight: no shared memory
+            return self._active.apply(j, p)
+        return self._active.apply(j, p, WORKSPACE, self._offsets[(id(module), j)])
 
     def _pre_hook(self, module, args):
         if self._active is None:
@@ -134,7 +145,7 @@ class ModuleProblem:
         for name, j in self._owners[module]:
             orig = module._parameters[name]
             self._swapped.append((module, name, orig))
-            module._parameters[name] = self._perturbed(j, orig)
+            module._parameters[name] = self._perturbed(module, j, orig)
         return None
 
     def _post_hook(self, module, args, output):

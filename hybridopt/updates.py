@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from .config import HybridConfig
-from .directions import Directions
+from .directions import WORKSPACE, Directions
 
 
 def _broadcast(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -34,14 +34,15 @@ def apply_zo_update(params: Sequence[torch.Tensor], directions: Directions, coef
     """
     r = len(directions.replicate_shape)
     for j, p in enumerate(params):
+        ddt = directions.draw_dtype(j)
         acc = None
         for probe in range(coeffs.shape[0]):
-            u = directions.u(probe, j)
-            term = u.mul_(_broadcast(coeffs[probe].to(u.dtype), u))
-            acc = term if acc is None else acc.add_(term)
+            u = directions.u(probe, j, out=WORKSPACE.get(0 if acc is None else 1, p.shape, ddt, p.device))
+            u.mul_(_broadcast(coeffs[probe].to(u.dtype), u))
+            acc = u if acc is None else acc.add_(u)
         if decay != 1.0 and p.dim() - r >= 2:
             p.mul_(decay)
-        p.add_(acc.to(p.dtype) if p.dtype != acc.dtype else acc)
+        p.add_(acc)  # a low-precision p is rounded once
 
 
 def make_fo_optimizer(params: Sequence[torch.Tensor], cfg: HybridConfig) -> torch.optim.Optimizer | None:

@@ -174,3 +174,17 @@ def test_direction_cache_changes_nothing_but_cost(direction):
 
     (l1, w1), (l2, w2) = run(True), run(False)
     assert l1 == l2 and all(torch.equal(a, b) for a, b in zip(w1, w2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_workspace_path_equals_fresh_tensors(dtype):
+    """Under no_grad the perturbed weights live in the shared workspace; with grad enabled they
+    are fresh tensors.  Both compute fl(fl(mu*u) + w): identical losses, bit for bit."""
+    prob, *_ = lora_problem("zo-full", dtype=dtype)
+    dirs = Directions("gaussian", 11, prob.zo_params)
+    batch = torch.arange(8)
+    with torch.no_grad():
+        a = prob.loss(batch, Perturbation(dirs, 0, 1e-2))
+    with torch.enable_grad():
+        b = prob.loss(batch, Perturbation(dirs, 0, 1e-2)).detach()
+    assert torch.equal(a, b)
