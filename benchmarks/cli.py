@@ -79,33 +79,41 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
-def finetune_main(argv: list[str] | None = None) -> int:
-    from .runner import RunError, run
+def _guarded(prog: str, action) -> tuple[int, Any]:
+    """Run ``action()``; map input errors to one line + exit 2 and run failures to their code."""
+    from .runner import RunError
 
-    p = _finetune_parser()
-    a = p.parse_args(argv)
     try:
-        cfg = build_config(a.task, a.method, a.config, _overrides(a))
-        result = run(cfg, a.out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress,
-                     verify=a.verify_reconstruction)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"hybridopt finetune: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # malformed data lines and other input errors found while loading
-        print(f"hybridopt finetune: error: {e}", file=sys.stderr)
-        return 2
+        return 0, action()
+    except (ConfigError, FileNotFoundError, ValueError) as e:  # ValueError: malformed data lines
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2, None
     except RunError as e:
-        print(f"hybridopt finetune: error: {e}", file=sys.stderr)
-        return e.exit_code
-    print(f"{cfg.task}/{cfg.method}: best dev accuracy {result['dev_accuracy']['best']:.4f} at step "
-          f"{result['dev_accuracy']['step']}, test accuracy {result['test_accuracy']:.4f} -> "
-          f"{Path(a.out) / 'result.json'}")
-    return 0
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code, None
+
+
+def finetune_main(argv: list[str] | None = None) -> int:
+    from .runner import run
+
+    a = _finetune_parser().parse_args(argv)
+
+    def action():
+        cfg = build_config(a.task, a.method, a.config, _overrides(a))
+        return cfg, run(cfg, a.out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress,
+                        verify=a.verify_reconstruction)
+
+    code, out = _guarded("hybridopt finetune", action)
+    if code == 0:
+        cfg, result = out
+        print(f"{cfg.task}/{cfg.method}: best dev accuracy {result['dev_accuracy']['best']:.4f} at step "
+              f"{result['dev_accuracy']['step']}, test accuracy {result['test_accuracy']:.4f} -> "
+              f"{Path(a.out) / 'result.json'}")
+    return code
 
 
 def grid_main(argv: list[str] | None = None) -> int:
     from .grid import parse_grid, run_grid
-    from .runner import RunError
 
     p = _finetune_parser()
     p.prog = "hybridopt grid"
@@ -113,19 +121,17 @@ def grid_main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", action="append", default=[], metavar="KEY=v1,v2",
                    help="grid axis (lr_x, lr_y, mu, q); repeat for several axes")
     a = p.parse_args(argv)
-    try:
+
+    def action():
         grid = parse_grid(a.grid)
         cfg = build_config(a.task, a.method, a.config, _overrides(a))
-        result = run_grid(cfg, grid, a.out, progress=not a.no_progress, overwrite=a.overwrite)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"hybridopt grid: error: {e}", file=sys.stderr)
-        return 2
-    except RunError as e:
-        print(f"hybridopt grid: error: {e}", file=sys.stderr)
-        return e.exit_code
-    print(f"selected {result['grid']['selected']} (dev {result['dev_accuracy']['best']:.4f}); "
-          f"test accuracy {result['test_accuracy']:.4f} -> {Path(a.out) / 'result.json'}")
-    return 0
+        return run_grid(cfg, grid, a.out, progress=not a.no_progress, overwrite=a.overwrite)
+
+    code, result = _guarded("hybridopt grid", action)
+    if code == 0:
+        print(f"selected {result['grid']['selected']} (dev {result['dev_accuracy']['best']:.4f}); "
+              f"test accuracy {result['test_accuracy']:.4f} -> {Path(a.out) / 'result.json'}")
+    return code
 
 
 # ---- summary tables ----------------------------------------------------------------------------

