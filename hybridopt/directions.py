@@ -29,8 +29,8 @@ from .types import DIRECTIONS
 _POOL = GeneratorPool()
 
 
-def _draw_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _draw_dtype(dtype: torch.dtype, policy: str = "auto") -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 and policy == "auto" else torch.float32
 
 
 class Workspace:
@@ -65,12 +65,11 @@ WORKSPACE = Workspace()
 
 def draw_direction(kind: str, seed: int, shape: torch.Size, dtype: torch.dtype,
                    device: torch.device, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Raw (un-normalised) direction tensor, a pure function of ``seed`` (written into ``out``
-    when given; ``out`` must have the draw dtype, float32 or float64)."""
+    """Raw (un-normalised) direction tensor of dtype ``dtype`` (float32 or float64), a pure
+    function of ``seed``; written into ``out`` when given."""
     gen = _POOL.get(device, seed)
-    dt = _draw_dtype(dtype)
     if out is None:
-        out = torch.empty(shape, dtype=dt, device=device)
+        out = torch.empty(shape, dtype=dtype, device=device)
     if kind == "rademacher":
         return out.bernoulli_(0.5, generator=gen).mul_(2).sub_(1)
     if kind not in DIRECTIONS:
@@ -87,11 +86,12 @@ class Directions:
     """
 
     def __init__(self, kind: str, seed: int, params: Sequence[torch.Tensor], q: int = 1,
-                 replicate_shape: tuple[int, ...] = (), cache: bool = False) -> None:
+                 replicate_shape: tuple[int, ...] = (), cache: bool = False, dtype: str = "auto") -> None:
         if kind not in DIRECTIONS:
             raise ValueError(f"unknown direction {kind!r}; valid: {', '.join(DIRECTIONS)}")
         self.kind, self.seed, self.q = kind, int(seed), int(q)
         self.replicate_shape = tuple(replicate_shape)
+        self.dtype_policy = dtype
         self._params = list(params)
         self._scale: dict[int, torch.Tensor] = {}
         # cache=True keeps each u for the step (memory = q x the ZO block): for small blocks
@@ -100,7 +100,8 @@ class Directions:
 
     def _raw(self, probe: int, j: int, out: torch.Tensor | None = None) -> torch.Tensor:
         p = self._params[j]
-        return draw_direction(self.kind, tensor_seed(self.seed, probe, j), p.shape, p.dtype, p.device, out)
+        return draw_direction(self.kind, tensor_seed(self.seed, probe, j), p.shape, self.draw_dtype(j),
+                              p.device, out)
 
     def _sphere_scale(self, probe: int) -> torch.Tensor:
         # sqrt(d)/||v|| over the whole ZO block: one generation sweep, no parameter reads.
@@ -137,7 +138,7 @@ class Directions:
         return self._direction(probe, j)
 
     def draw_dtype(self, j: int) -> torch.dtype:
-        return _draw_dtype(self._params[j].dtype)
+        return _draw_dtype(self._params[j].dtype, self.dtype_policy)
 
     def _direction(self, probe: int, j: int, out: torch.Tensor | None = None) -> torch.Tensor:
         u = self._raw(probe, j, out)

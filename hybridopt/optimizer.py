@@ -97,7 +97,7 @@ class HybridOptimizer:
         """The q directions of ``step`` (regenerated from the base seed and the step index)."""
         return Directions(self.config.direction, step_seed(self.config.seed, step), self.zo_params,
                           q=self.config.q, replicate_shape=self.problem.replicate_shape,
-                          cache=self.cache_directions)
+                          cache=self.cache_directions, dtype=self.config.direction_dtype)
 
     def _micro_batches(self, batch: torch.Tensor) -> list[torch.Tensor]:
         m = min(self.config.grad_accum, batch.shape[-1])
@@ -222,5 +222,6 @@ def replay_zo_log(params: Sequence[torch.Tensor], log: Sequence[ZOLogEntry], con
     """Rebuild the ZO block from its initial value and the log of (seed, coefficients):
     x_T = updates applied in order.  Bit-identical to the live run (same function, same order)."""
     for e in log:
-        dirs = Directions(config.direction, e.seed, params, q=config.q, replicate_shape=replicate_shape)
+        dirs = Directions(config.direction, e.seed, params, q=config.q, replicate_shape=replicate_shape,
+                          dtype=config.direction_dtype)
         apply_zo_update(params, dirs, e.coeffs, e.decay)

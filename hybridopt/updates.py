@@ -38,6 +38,8 @@ def apply_zo_update(params: Sequence[torch.Tensor], directions: Directions, coef
         acc = None
         for probe in range(coeffs.shape[0]):
             u = directions.u(probe, j, out=WORKSPACE.get(0 if acc is None else 1, p.shape, ddt, p.device))
+            if p.dtype == torch.float64 and u.dtype != p.dtype:  # float32 draws for a float64 block
+                u = u.double()
             u.mul_(_broadcast(coeffs[probe].to(u.dtype), u))
             acc = u if acc is None else acc.add_(u)
         if decay != 1.0 and p.dim() - r >= 2:

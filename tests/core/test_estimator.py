@@ -188,3 +188,13 @@ def test_workspace_path_equals_fresh_tensors(dtype):
     with torch.enable_grad():
         b = prob.loss(batch, Perturbation(dirs, 0, 1e-2)).detach()
     assert torch.equal(a, b)
+
+
+def test_float32_directions_for_float64_blocks():
+    prob, *_ = quadratic_problem()
+    d64 = Directions("gaussian", 5, prob.zo_params)
+    d32 = Directions("gaussian", 5, prob.zo_params, dtype="float32")
+    assert d64.u(0, 0).dtype == torch.float64 and d32.u(0, 0).dtype == torch.float32
+    opt = ho.HybridOptimizer(prob, ho.HybridConfig(direction_dtype="float32"))
+    assert opt.step(torch.arange(4)).projected.dtype == torch.float64
+    assert prob.zo_params[0].dtype == torch.float64
