@@ -156,21 +156,21 @@ class Perturbation:
         self.applied: set[int] = set()
 
     @torch.no_grad()
-    def apply(self, j: int, p: torch.Tensor, workspace: Workspace | None = None, offset: int = 0) -> torch.Tensor:
-        """Return ``p + scale*u_j`` (rounded once to ``p``'s dtype); ``p`` is not touched.
+    def apply(self, j: int, p: torch.Tensor, workspace: Workspace | None = None, offset: int = 0,
+              slots: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        """Return ``p + scale*u_j`` (computed in the wider dtype, rounded once to ``p``'s
+        dtype); ``p`` is not touched.
 
-        Without ``workspace`` the result is a new tensor.  With one, it lives in the
-        workspace (slot 0 for the draw, slot 1 for a low-precision copy, at ``offset``) and is
-        valid until the workspace is used again: what a module needs for one forward.
-        Both paths compute fl(fl(scale*u) + p), bit for bit.
+        Without ``workspace`` the result is a new tensor.  With one, it lives in the workspace
+        (``slots[0]`` for the draw, ``slots[1]`` when ``p`` has another dtype, at ``offset``)
+        and is valid until those slots are used again: what a module needs for one forward.
+        Both paths run the same ``torch.add(p, u, alpha=scale)`` kernel, so they agree bit for bit.
         """
         self.applied.add(j)
         if workspace is None:
-            u = self.directions.u_readonly(self.probe, j)  # read only: out-of-place ops
-            return (self.scale * u + p.detach()).to(p.dtype)
-        u = self.directions.u(self.probe, j, out=workspace.get(0, p.shape, self.directions.draw_dtype(j),
+            u = self.directions.u_readonly(self.probe, j)  # read only: out-of-place
+            return torch.add(p.detach(), u, alpha=self.scale).to(p.dtype)
+        u = self.directions.u(self.probe, j, out=workspace.get(slots[0], p.shape, self.directions.draw_dtype(j),
                                                               p.device, offset))
-        u.mul_(self.scale).add_(p.detach())
-        if p.dtype == u.dtype:
-            return u
-        return workspace.get(1, p.shape, p.dtype, p.device, offset).copy_(u)
+        out = u if p.dtype == u.dtype else workspace.get(slots[1], p.shape, p.dtype, p.device, offset)
+        return torch.add(p.detach(), u, alpha=self.scale, out=out)

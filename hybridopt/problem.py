@@ -116,6 +116,9 @@ class ModuleProblem:
         # Each module's perturbed weights live in the shared workspace at fixed offsets (only one
         # module runs at a time); tied weights get their own tensor, alive for the whole forward.
         self._offsets: dict[tuple[int, int], int] = {}
+        self._shared_offsets: dict[int, int] = {}
+        for j in sorted(self._shared):
+            self._shared_offsets[j] = sum(self.zo_params[k].numel() for k in self._shared_offsets)
         for module, owned in self._owners.items():
             offset = 0
             for name, j in owned:
@@ -131,9 +134,10 @@ class ModuleProblem:
             module.register_forward_hook(self._post_hook)
 
     def _perturbed(self, module: torch.nn.Module, j: int, p: torch.Tensor) -> torch.Tensor:
-        if j in self._shared:
+        if j in self._shared:  # its own workspace slots (2, 3), alive for the whole forward
             if j not in self._cache:
-                self._cache[j] = self._active.apply(j, p)
+                self._cache[j] = (self._active.apply(j, p) if torch.is_grad_enabled() else
+                                  self._active.apply(j, p, WORKSPACE, self._shared_offsets[j], slots=(2, 3)))
             return self._cache[j]
         if torch.is_grad_enabled():  # autograd may save the perturbed weight: no shared memory
             return self._active.apply(j, p)

@@ -33,17 +33,22 @@ def apply_zo_update(params: Sequence[torch.Tensor], directions: Directions, coef
     what makes a replay bit-identical.
     """
     r = len(directions.replicate_shape)
+    q = coeffs.shape[0]
     for j, p in enumerate(params):
         ddt = directions.draw_dtype(j)
+        if decay != 1.0 and p.dim() - r >= 2:
+            p.mul_(decay)
+        if q == 1:  # one fused pass: p += c * u, rounded once into p's dtype
+            u = directions.u(0, j, out=WORKSPACE.get(0, p.shape, ddt, p.device))
+            p.addcmul_(u, _broadcast(coeffs[0].to(torch.promote_types(u.dtype, p.dtype)), u))
+            continue
         acc = None
-        for probe in range(coeffs.shape[0]):
+        for probe in range(q):
             u = directions.u(probe, j, out=WORKSPACE.get(0 if acc is None else 1, p.shape, ddt, p.device))
             if p.dtype == torch.float64 and u.dtype != p.dtype:  # float32 draws for a float64 block
                 u = u.double()
             u.mul_(_broadcast(coeffs[probe].to(u.dtype), u))
             acc = u if acc is None else acc.add_(u)
-        if decay != 1.0 and p.dim() - r >= 2:
-            p.mul_(decay)
         p.add_(acc)  # a low-precision p is rounded once
 
 

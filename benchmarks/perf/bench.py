@@ -473,14 +473,12 @@ def measure_memory_cuda(ms: Methods, cfg: BenchConfig, items=MEMORY_ITEMS, log=l
 
 def analytic_memory(info: dict[str, Any], cfg: BenchConfig) -> dict[str, Any]:
     """Weights/gradients/optimizer-state bytes per method (activations excluded: a lower bound)."""
-    from hybridopt.llm.models import resolve_dtype
-
-    b = torch.empty((), dtype=resolve_dtype(cfg.dtype)).element_size()
+    b = 2 if cfg.dtype in ("bfloat16", "bf16", "float16", "fp16") else 4
     P, A, T = info["base_params"] + info["adapter_params"], info["adapter_params"], info["max_tensor_numel"]
     W = P * b
     tmp = T * (4 + b)                        # one fp32 direction + one perturbed tensor alive at a time
     est = {"inference": W,
-           "zo-full": W + tmp, "zo-peft": W + tmp, "mezo-reference": W + 2 * T * b,
+           "zo-full": W + tmp, "zo-peft": W + A * (4 + b), "mezo-reference": W + 2 * T * b,
            "fo-peft": W + A * b,             # + adapter grads (SGD: no state)
            "hybrid": W + A * b + tmp,
            "fo-full": 4 * W}                 # weights + grads + AdamW exp_avg + exp_avg_sq (param dtype)

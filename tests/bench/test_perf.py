@@ -52,6 +52,7 @@ def test_gpu_script_runs_shrunk_on_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--batch", "0"], ["--reps", "0"], ["--memory-only", "--no-memory"],
+                                  ["--memory-items", "bogus"],
                                   ["--nonsense"]])
 def test_bench_bad_arguments_exit_2(argv, tmp_path, capsys):
     try:
