@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["Family", "FamilyA", "FamilyB", "FamilyC", "make_family", "FAMILIES", "simulate_hybrid_rr",
+__all__ = ["Family", "FamilyA", "FamilyB", "FamilyC", "make_family", "FAMILIES",
            "gaussian_expectation", "psi", "dpsi", "ddpsi", "CERT"]
 
 DT = torch.float64
@@ -121,6 +121,39 @@ def _mtv(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     if M.dim() == 2:
         return v @ M
     return (v.unsqueeze(-2) @ M).squeeze(-2)
+
+
+def _rmv(W: torch.Tensor, idx, v: torch.Tensor) -> torch.Tensor:
+    """``W[idx] @ v`` for a stack W (n, a, b), broadcasting idx against v's leading dims -> (…, a).
+
+    Speed (same value up to summation order): when the components are few compared with the
+    rows of v, one GEMM against all n·a rows followed by a gather beats copying W[idx] (the
+    copy is |lead|·a·b elements, the GEMM rows·n·a·b flops).
+    """
+    if not isinstance(idx, torch.Tensor):
+        return _mv(W[idx], v)
+    n, a, b = W.shape
+    vl = v.shape[:-1]
+    lead = torch.broadcast_shapes(idx.shape, vl)
+    rows, out_rows = math.prod(vl), math.prod(lead)
+    if rows * n > 16 * max(out_rows, 1):
+        return _mv(W[idx], v)
+    full = (v.reshape(-1, b) @ W.reshape(n * a, b).T).reshape(*vl, n, a)
+    full = full.expand(*lead, n, a)
+    ix = idx.expand(lead).reshape(*lead, 1, 1).expand(*lead, 1, a)
+    return torch.gather(full, -2, ix).squeeze(-2)
+
+
+def _rmtv(W: torch.Tensor, idx, t: torch.Tensor) -> torch.Tensor:
+    """``W[idx]ᵀ @ t`` for a stack W (n, a, b) and t (…, a) -> (…, b), without copying W[idx]
+    over replicate dimensions (einsum over the component axis when idx is arange(n))."""
+    if not isinstance(idx, torch.Tensor):
+        return _mtv(W[idx], t)
+    n = W.shape[0]
+    if idx.dim() == 1 and idx.numel() == n and t.dim() >= 2 and t.shape[-2] == n \
+            and bool((idx == torch.arange(n)).all()):
+        return torch.einsum("...na,nab->...nb", t, W)
+    return _mtv(W[idx], t)
 
 
 def _idx(i, n: int):
@@ -313,7 +346,7 @@ class FamilyA(Family):
             n=self.n, d_x=self.d_x, d_y=self.d_y, case="ii")
 
     def _s(self, idx, x, y):
-        return _mv(self.P[idx], x) + _mv(self.Q[idx], y) - self.r[idx]
+        return _rmv(self.P, idx, x) + _mv(self.Q[idx], y) - self.r[idx]
 
     def _f(self, idx, x, y):
         s = self._s(idx, x, y)
@@ -321,7 +354,7 @@ class FamilyA(Family):
 
     def _grad(self, idx, x, y):
         t = dpsi(self._s(idx, x, y)) / self.m
-        gx = _mtv(self.P[idx], t)
+        gx = _rmtv(self.P, idx, t)
         gy = _mtv(self.Q[idx], t) + self.beta * torch.sin(y - self.o[idx])
         return gx, gy
 
@@ -388,6 +421,7 @@ class FamilyB(Family):
         self.o = torch.tensor(g.uniform(-0.5, 0.5, (n, d_y)), dtype=DT)
         self.P_rownorm = self.P.norm(dim=-1)
         self.a_norm, self.b_norm = self.a.norm(dim=-1), self.b.norm(dim=-1)
+        self._a3 = self.a.unsqueeze(-2)  # (n, 1, d_x): a_i as a one-row ridge stack
         nP = _specnorm(self.P)
         kap, th = self.kappa, self.theta
         self.o_max = float(self.o.abs().max())
@@ -404,8 +438,8 @@ class FamilyB(Family):
             n=self.n, d_x=self.d_x, d_y=self.d_y, case="ii")
 
     def _wv(self, idx, x, y):
-        w = _mv(self.P[idx], x) - self.r[idx]
-        v = (self.a[idx] * x).sum(-1) + (self.b[idx] * y).sum(-1) - self.s[idx]
+        w = _rmv(self.P, idx, x) - self.r[idx]
+        v = _rmv(self._a3, idx, x)[..., 0] + (self.b[idx] * y).sum(-1) - self.s[idx]
         return w, v
 
     def _f(self, idx, x, y):
@@ -416,7 +450,7 @@ class FamilyB(Family):
     def _grad(self, idx, x, y):
         w, v = self._wv(idx, x, y)
         tv = (self.kappa * dpsi(v)).unsqueeze(-1)
-        gx = _mtv(self.P[idx], dpsi(w) / self.m) + tv * self.a[idx]
+        gx = _rmtv(self.P, idx, dpsi(w) / self.m) + tv * self.a[idx]
         gy = tv * self.b[idx] + self.theta * torch.sinh(y - self.o[idx])
         return gx, gy
 
@@ -605,50 +639,3 @@ def make_family(name: str, seed: int = 0, **dims) -> Family:
     if key not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; valid names: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[key](seed=seed, **dims)
-
-
-# ----------------------------------------------------------------- reference HybridRR epochs
-
-
-def simulate_hybrid_rr(family: Family, x0, y0, eta_x: float, eta_y: float, mu: float, q: int, T: int,
-                       replicates: int = 1, seed: int = 0, perms: torch.Tensor | None = None,
-                       x_override=None) -> dict:
-    """Reference HybridRR (spec §2) in float64, vectorised over replicates; for tests only.
-
-    Per epoch t and inner step k (i = π_t(k) per replicate):
-    ĝ = (1/q) Σ_j [f_i(x + μu_j, y) − f_i(x − μu_j, y)]/(2μ) · u_j with u_j ~ N(0, I),
-    h = ∇_y f_i(x, y);  x ← x − η_x ĝ,  y ← y − η_y h  (Jacobi: both read z_{t,k}).
-
-    ``perms``: optional (T, R, n) permutations (any 𝓕_{t,0}-measurable choice is allowed, §2
-    notes); default: uniform, drawn from ``seed``.  ``x_override(t, k, x)``: optional
-    adversarial replacement of x before step k (used for invariance tests; the estimator is
-    still evaluated at the replaced x).
-    Returns dict with ``x`` (T, n+1, R, d_x), ``y`` (T, n+1, R, d_y), ``idx`` (T, n, R),
-    ``ghat`` (T, n, R, d_x), ``h`` (T, n, R, d_y).
-    """
-    n, R = family.n, int(replicates)
-    gen = torch.Generator().manual_seed(int(seed))
-    x = _t(x0).expand(R, family.d_x).clone()
-    y = _t(y0).expand(R, family.d_y).clone()
-    if perms is None:
-        perms = torch.argsort(torch.rand(T, R, n, generator=gen), dim=-1)
-    perms = torch.as_tensor(perms, dtype=torch.long).expand(T, R, n)
-    X = torch.empty(T, n + 1, R, family.d_x, dtype=DT)
-    Y = torch.empty(T, n + 1, R, family.d_y, dtype=DT)
-    GH = torch.empty(T, n, R, family.d_x, dtype=DT)
-    H = torch.empty(T, n, R, family.d_y, dtype=DT)
-    for t in range(T):
-        for k in range(n):
-            if x_override is not None:
-                x = _t(x_override(t, k, x)).expand(R, family.d_x).clone()
-            X[t, k], Y[t, k] = x, y
-            i = perms[t, :, k]
-            u = torch.randn(q, R, family.d_x, generator=gen, dtype=DT)
-            fp = family._f(i, x + mu * u, y)
-            fm = family._f(i, x - mu * u, y)
-            ghat = (((fp - fm) / (2.0 * mu)).unsqueeze(-1) * u).mean(0)
-            h = family._grad(i, x, y)[1]
-            GH[t, k], H[t, k] = ghat, h
-            x, y = x - eta_x * ghat, y - eta_y * h
-        X[t, n], Y[t, n] = x, y
-    return dict(x=X, y=Y, idx=perms.transpose(1, 2).contiguous(), ghat=GH, h=H)

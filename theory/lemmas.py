@@ -163,8 +163,9 @@ _T2 = "tests/theory/test_extremal.py"
 _T0 = "tests/theory/test_symbolic.py"
 _T8 = "tests/theory/test_theorem.py"
 _M = "tests/theory/test_mutations.py::test_mutation_is_caught"
-#: where each lemma is tested in this package's ``tests/theory`` (family-based tests T1-T7, T9, T10 live in other
-#: test files of ``tests/``, written against the same objects).
+_T67 = "tests/theory/test_descent_and_theorem.py"
+#: where each lemma is tested in this package's ``tests/theory`` (the other family-based tests T1-T5, T6a/b, T9,
+#: T10 live in other test files of ``tests/``, written against the same objects).
 TESTED_BY: dict[str, tuple[str, ...]] = {
     "L1a": (f"{_T2}::test_T2_L1a_E1", f"{_T2}::test_T2_L1a_E2", f"{_M}[M1]"),
     "L1b": (f"{_T2}::test_T2_L1bc_E2", f"{_T2}::test_T2_L1bc_E1_small_h", f"{_M}[M2]", f"{_M}[M8]"),
@@ -181,10 +182,12 @@ TESTED_BY: dict[str, tuple[str, ...]] = {
     "L4b": (f"{_T2}::test_T5_L4b_E5", f"{_M}[M6]"),
     "L4c_x": (f"{_T0}::test_S3_index_sums",),
     "L4c_y": (f"{_T0}::test_S3_index_sums",),
-    "L5": (f"{_T0}::test_S4_assembly_identity", f"{_T0}::test_S5_absorption"),
-    "L6A": (f"{_T0}::test_S6_theorem_terms", f"{_T8}::test_T8_parameter_choices_exact"),
-    "L6A_x": (f"{_T0}::test_S6_theorem_terms",),
-    "L6A_y": (f"{_T0}::test_S6_theorem_terms",),
+    "L5": (f"{_T0}::test_S4_assembly_identity", f"{_T0}::test_S5_absorption",
+           f"{_T67}::test_T6c_L5_one_epoch_descent", f"{_T67}::test_T6c_falsification_shrunk_calE"),
+    "L6A": (f"{_T0}::test_S6_theorem_terms", f"{_T8}::test_T8_parameter_choices_exact",
+            f"{_T67}::test_T7_L6A_fixed_step_bound"),
+    "L6A_x": (f"{_T0}::test_S6_theorem_terms", f"{_T67}::test_T7_L6A_fixed_step_bound"),
+    "L6A_y": (f"{_T0}::test_S6_theorem_terms", f"{_T67}::test_T7_L6A_fixed_step_bound"),
 }
 
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from theory.assumptions import A1, A3_II, HGS, HGS_Y, MONITOR, Inequality, Report
-from theory.families import DT, make_family, simulate_hybrid_rr
+from theory.families import DT, make_family
+from theory.simulator import trajectory
 
 FAMS = ("A", "B", "C")
 
@@ -247,8 +248,8 @@ def test_T10_monitor_along_trajectories(inst, run_seed):
     eta_x = 1 / (6 * F.n * LX) * 10 ** rng.uniform(-1, 0)
     eta_y = min(1 / (4 * F.n * LY), F.step_cap_y()) * 10 ** rng.uniform(-1, 0)
     x0, y0 = F.default_start(run_seed % 1000)
-    out = simulate_hybrid_rr(F, x0, y0, eta_x, eta_y, 10 ** rng.uniform(-4, 0), int(rng.choice([1, 2, 4])),
-                             T=6, replicates=4, seed=run_seed)
+    out = trajectory(F, x0, y0, eta_x, eta_y, 10 ** rng.uniform(-4, 0), int(rng.choice([1, 2, 4])),
+                     T=6, replicates=4, seed=run_seed)
     ys, xs = out["y"], out["x"]
     gb = F.gbar(ys)
     assert float(gb.max()) <= G * (1 + 1e-9)

@@ -10,8 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory.families import (DT, FamilyA, FamilyB, FamilyC, gaussian_expectation, make_family,
-                             simulate_hybrid_rr)
+from theory.families import DT, FamilyA, FamilyB, FamilyC, gaussian_expectation, make_family
 
 FAMS = ("A", "B", "C")
 
@@ -238,19 +237,3 @@ def test_as_problem_with_core(name, replicates):
         want_p = F.batch_loss([x + 0.01 * u], [y], batch)
     assert torch.allclose(lp, want_p, rtol=1e-13, atol=1e-14)
     assert not torch.allclose(lp, loss)
-
-
-def test_reference_simulator_matches_spec_update():
-    """simulate_hybrid_rr: y-steps are exact gradient steps; x-steps use the central estimator."""
-    F = make_family("A", 4, n=3, d_x=6, d_y=2, m=2)
-    x0, y0 = F.default_start(0)
-    out = simulate_hybrid_rr(F, x0, y0, 1e-2, 1e-2, 1e-3, 2, T=2, replicates=2, seed=3)
-    for t in range(2):
-        for k in range(3):
-            for r in range(2):
-                i = int(out["idx"][t, k, r])
-                xk, yk = out["x"][t, k, r], out["y"][t, k, r]
-                assert torch.allclose(out["y"][t, k + 1, r], yk - 1e-2 * F.grad_i(i, xk, yk)[1], rtol=1e-14, atol=1e-15)
-                assert torch.allclose(out["x"][t, k + 1, r], xk - 1e-2 * out["ghat"][t, k, r], rtol=1e-14, atol=1e-15)
-        assert sorted(out["idx"][t, :, 0].tolist()) == [0, 1, 2]
-    assert torch.equal(out["x"][1, 0], out["x"][0, 3])

@@ -1,7 +1,10 @@
 """Lemmas L1–L5 on the synthetic families (spec §5: T2, T2*, T3, T4, T5, T6a, T6b).
 
 Right-hand sides come from the lemma objects of :mod:`theory.lemmas` (looked up at call time so
-that mutation contexts apply); pass rules from ``tests/theory/stats.py``.
+that mutation contexts apply); pass rules from ``tests/theory/stats.py``.  Every simulated epoch is
+run by the optimizer core (:func:`theory.simulator.trajectory`: ``hybridopt.HybridOptimizer`` with
+``RandomReshuffling``, optionally with prescribed permutations); there is no second implementation
+of HybridRR in the tests.
 
 Rounding allowance.  Deterministic checks use the spec rule LHS ≤ RHS(1+1e−9)+1e−12 plus, where
 the LHS is a difference of float64 quantities, the forward-error bound of that difference
@@ -21,7 +24,8 @@ from hypothesis import strategies as st
 from theory import lemmas as LM
 from theory.constants import L as L_block
 from theory.constants import ell as ell_block
-from theory.families import DT, make_family, simulate_hybrid_rr
+from theory.families import DT, make_family
+from theory.simulator import trajectory
 from theory.symbols import SYMBOLS
 
 try:
@@ -176,7 +180,7 @@ def test_T2star_L1star_along_y_legs(inst, run):
     G = F.constants()["G"]
     eta_x, eta_y = steps(F, rng)
     x0, y0 = F.default_start(run % 97)
-    out = simulate_hybrid_rr(F, x0, y0, eta_x, eta_y, 10 ** rng.uniform(-4, 0), 1, T=2, replicates=2, seed=run)
+    out = trajectory(F, x0, y0, eta_x, eta_y, 10 ** rng.uniform(-4, 0), 1, T=2, replicates=2, seed=run)
     for t in range(2):
         Y = out["y"][t].reshape(-1, F.d_y)  # all (k, r) pairs of epoch t; 𝖸_t per replicate below
         ks = np.repeat(np.arange(F.n + 1), 2)
@@ -327,8 +331,8 @@ def test_T5_L4_drift(inst, run):
     q = int(rng.choice([1, 2, 4, 8]))
     x0, y0 = domain_point(F, rng, 1)
     perm = torch.tensor(rng.permutation(F.n))
-    out = simulate_hybrid_rr(F, x0[0], y0[0], eta_x, eta_y, mu, q, T=1, replicates=4000, seed=run,
-                             perms=perm.expand(1, 4000, F.n))
+    out = trajectory(F, x0[0], y0[0], eta_x, eta_y, mu, q, T=1, replicates=4000, seed=run,
+                     perms=perm.expand(1, 4000, F.n))
     X, Y = out["x"][0], out["y"][0]  # (n+1, R, d)
     G = F.constants()["G"]
     for k in range(1, F.n + 1):
@@ -357,7 +361,7 @@ def test_T6_pathwise_epoch_inequalities(inst, run):
     q = int(rng.choice([1, 2, 4, 8]))
     x0, y0 = F.default_start(run % 101)
     R = 6
-    out = simulate_hybrid_rr(F, x0, y0, eta_x, eta_y, mu, q, T=2, replicates=R, seed=run)
+    out = trajectory(F, x0, y0, eta_x, eta_y, mu, q, T=2, replicates=R, seed=run)
     for t in range(2):
         X, Y, idx = out["x"][t], out["y"][t], out["idx"][t]
         xt, yt, x1, y1 = X[0], Y[0], X[F.n], Y[F.n]
