@@ -1,0 +1,84 @@
+"""One style for every figure: method → colour/marker/label, task labels, sizes, saving.
+
+Every figure module imports this and nothing else for its look, so the five methods read
+the same in every figure of the report.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from hybridopt.io import save_with  # noqa: E402
+
+#: the five methods, in the order of every legend and table
+METHODS = ("fo-full", "fo-peft", "zo-full", "zo-peft", "hybrid")
+
+#: method → long label a reader of the paper recognises
+LABELS = {
+    "fo-full": "FT (first-order, all weights)",
+    "fo-peft": "PEFT (first-order, LoRA)",
+    "zo-full": "MeZO (zeroth-order, all weights)",
+    "zo-peft": "MeZO-LoRA (zeroth-order, LoRA)",
+    "hybrid": "Hybrid (ZO base + FO LoRA)",
+}
+SHORT = {"fo-full": "FT", "fo-peft": "PEFT", "zo-full": "MeZO", "zo-peft": "MeZO-LoRA", "hybrid": "Hybrid"}
+COLORS = {"fo-full": "#1f77b4", "fo-peft": "#17becf", "zo-full": "#ff7f0e", "zo-peft": "#bcbd22",
+          "hybrid": "#d62728"}
+MARKERS = {"fo-full": "s", "fo-peft": "D", "zo-full": "^", "zo-peft": "v", "hybrid": "o"}
+LINESTYLES = {"fo-full": "-", "fo-peft": "-", "zo-full": "--", "zo-peft": "--", "hybrid": "-"}
+
+TASK_LABELS = {"sst2": "SST-2", "wsc": "WSC", "winogrande": "WinoGrande"}
+
+#: block colours of the stationarity figure (x: ZO base block, y: FO PEFT block)
+BLOCK_COLORS = {"x": "#ff7f0e", "y": "#17becf", "bound": "#444444"}
+
+PANEL = (5.0, 3.6)        # one panel, inches
+DPI = 130
+FONT = 9
+
+
+def apply() -> None:
+    """Set the shared rcParams (called by every figure module before drawing)."""
+    plt.rcParams.update({
+        "font.size": FONT, "axes.titlesize": FONT + 1, "axes.labelsize": FONT, "legend.fontsize": FONT - 1,
+        "xtick.labelsize": FONT - 1, "ytick.labelsize": FONT - 1, "axes.grid": True, "grid.alpha": 0.25,
+        "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
+    })
+
+
+def method_kw(method: str, **kw) -> dict:
+    """Line/marker keywords of a method (colour, marker, line style, label)."""
+    out = dict(color=COLORS.get(method, "gray"), marker=MARKERS.get(method, "."),
+               linestyle=LINESTYLES.get(method, "-"), label=LABELS.get(method, method))
+    out.update(kw)
+    return out
+
+
+def task_label(task: str) -> str:
+    """'sst2' → 'SST-2'; a run group 'sst2@opt-1.3b' → 'SST-2 (opt-1.3b)'."""
+    base, _, model = task.partition("@")
+    lab = TASK_LABELS.get(base, base)
+    return f"{lab} ({model})" if model else lab
+
+
+def subplots(nrows: int = 1, ncols: int = 1, scale: float = 1.0, **kw):
+    apply()
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols * scale, PANEL[1] * nrows * scale),
+                             squeeze=False, **kw)
+    return fig, axes
+
+
+def save(fig, out_dir: str | Path, stem: str) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically; close the figure; return the paths."""
+    out_dir = Path(out_dir)
+    files = []
+    for ext in ("png", "pdf"):
+        path = out_dir / f"{stem}.{ext}"
+        save_with(path, lambda fh, e=ext: fig.savefig(fh, format=e, dpi=DPI, bbox_inches="tight"))
+        files.append(path)
+    plt.close(fig)
+    return files
