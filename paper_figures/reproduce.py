@@ -195,13 +195,7 @@ def _simulate_subset(out_dir: Path, sim: dict, progress: bool) -> int:
     args = types.SimpleNamespace(quick=mode == "quick", workers=workers, certified=False)
     if load0 is not None:
         args.loadavg = dict(start=list(load0), end=list(os.getloadavg()))
-    consts = {}
-    for t in tasks:
-        inst = S.Instance(**t["instance"])
-        c = S.build(inst)[3]
-        th = S.evaluate_theorem(c, c["grad0"] / 2)
-        consts[inst.key()] = dict(c, **{k: float(th[k]) for k in ("C", "eps4", "kappa0", "kappa1", "kappa2", "L_X",
-                                                                  "L_Y", "ell_x", "c_w", "A_w", "B_w")})
+    consts = sim_cli.instance_constants(tasks)
     p1 = [t["instance"] for t in tasks if t["kind"] in ("p1", "p3")]
     big = max(p1, key=lambda i: S.Instance(**i).replicates * S.build(S.Instance(**i))[3]["d_x"])
     ec = {S.Instance(**big).key(): sim_cli.epoch_cost(big)}

@@ -197,6 +197,19 @@ def epoch_cost(inst_dict: dict, reps: int = 3) -> float:
     return (time.perf_counter() - t) / reps
 
 
+def instance_constants(tasks) -> dict[str, dict]:
+    """Certified constants of every instance in ``tasks`` with the theorem's derived quantities
+    (evaluated at ε = ‖∇f(z₀)‖/2), keyed by instance."""
+    consts = {}
+    for t in tasks:
+        inst = S.Instance(**t["instance"])
+        c = S.build(inst)[3]
+        th = S.evaluate_theorem(c, c["grad0"] / 2)
+        consts[inst.key()] = dict(c, **{k: float(th[k]) for k in ("C", "eps4", "kappa0", "kappa1", "kappa2",
+                                                                  "L_X", "L_Y", "ell_x", "c_w", "A_w", "B_w")})
+    return consts
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hybridopt simulate", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the ≤ 60 s sweep (fewer ε, smaller instances)")
@@ -234,12 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     if load0 is not None:
         args.loadavg = dict(start=list(load0), end=list(os.getloadavg()))
-    consts = {}
-    for t in tasks:
-        inst = S.Instance(**t["instance"])
-        c = S.build(inst)[3]
-        th = S.evaluate_theorem(c, c["grad0"] / 2)
-        consts[inst.key()] = dict(c, **{k: float(th[k]) for k in ("C", "eps4", "kappa0", "kappa1", "kappa2", "L_X", "L_Y", "ell_x", "c_w", "A_w", "B_w")})
+    consts = instance_constants(tasks)
     big = max({json_key(t["instance"]): t["instance"] for t in tasks if t["kind"] in ("p1", "p3")}.values(),
               key=lambda i: S.Instance(**i).replicates * S.build(S.Instance(**i))[3]["d_x"])
     ec = {S.Instance(**big).key(): epoch_cost(big)}

@@ -168,3 +168,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path):
     assert "checkpoint saved, continue with --resume" in err
     ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
     assert 0 < ckpt["step"] < 400
+
+
+@pytest.mark.parametrize("task", ["sst2", "wsc", "winogrande"])
+@pytest.mark.parametrize("method", ho.METHODS)
+def test_every_method_runs_on_every_task(task, method, tmp_path):
+    res = runner.run(cfg_for(method, task=task, steps=2, eval_every=2), tmp_path, progress=False)
+    assert res["task"] == task and len(res["train_loss_curve"]) == 2
+    assert all(math.isfinite(l) for _, l in res["train_loss_curve"])
+    assert 0 <= res["test_accuracy"] <= 1
