@@ -200,6 +200,8 @@ def epoch_cost(inst_dict: dict, reps: int = 3) -> float:
 def instance_constants(tasks) -> dict[str, dict]:
     """Certified constants of every instance in ``tasks`` with the theorem's derived quantities
     (evaluated at ε = ‖∇f(z₀)‖/2), keyed by instance."""
+    from theory import simulator as S
+
     consts = {}
     for t in tasks:
         inst = S.Instance(**t["instance"])
