@@ -13,19 +13,11 @@ from theory.assumptions import A1, A3_II, HGS, HGS_Y, MONITOR, Inequality, Repor
 from theory.families import DT, make_family
 from theory.simulator import trajectory
 
-FAMS = ("A", "B", "C")
+try:
+    from strategies import FAMS, instances
+except ImportError:  # pragma: no cover - package-style import
+    from tests.theory.strategies import FAMS, instances
 
-
-@st.composite
-def instances(draw, families=FAMS):
-    """Spec §5 strategy: d_x ∈ [2,60], d_y ∈ [1,6], n ∈ [1,8], m ∈ [1,6]; C: p1,p2 ∈ [2,6], r ∈ [1,2]."""
-    name = draw(st.sampled_from(families))
-    seed = draw(st.integers(0, 2**31 - 1))
-    n, m = draw(st.integers(1, 8)), draw(st.integers(1, 6))
-    if name == "C":
-        return make_family("C", seed, n=n, m=m, p1=draw(st.integers(2, 6)), p2=draw(st.integers(2, 6)),
-                           r=draw(st.integers(1, 2))), seed
-    return make_family(name, seed, n=n, m=m, d_x=draw(st.integers(2, 60)), d_y=draw(st.integers(1, 6))), seed
 
 
 def _points(F, rng, R=16):

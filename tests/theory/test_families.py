@@ -12,20 +12,11 @@ from hypothesis import strategies as st
 
 from theory.families import DT, FamilyA, FamilyB, FamilyC, gaussian_expectation, make_family
 
-FAMS = ("A", "B", "C")
+try:
+    from strategies import FAMS, instances
+except ImportError:  # pragma: no cover - package-style import
+    from tests.theory.strategies import FAMS, instances
 
-
-@st.composite
-def instances(draw, families=FAMS, max_dx=60):
-    name = draw(st.sampled_from(families))
-    seed = draw(st.integers(0, 2**31 - 1))
-    n, m = draw(st.integers(1, 8)), draw(st.integers(1, 6))
-    if name == "C":
-        F = make_family("C", seed, n=n, m=m, p1=draw(st.integers(2, 6)), p2=draw(st.integers(2, 6)),
-                        r=draw(st.integers(1, 2)))
-    else:
-        F = make_family(name, seed, n=n, m=m, d_x=draw(st.integers(2, max_dx)), d_y=draw(st.integers(1, 6)))
-    return F, seed
 
 
 def random_point(F, rng, R=()):
