@@ -8,6 +8,7 @@ evaluated on test, once.  Layout: ``OUT/trials/<name>/`` per trial, ``OUT/grid.j
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,7 +60,6 @@ def run_grid(base: FinetuneConfig, grid: dict[str, list[float]], out: str | Path
     for name, params, cfg in trials:
         tdir = out / "trials" / name
         if (tdir / runner.RESULT).exists() and not overwrite:
-            import json
             res = json.loads((tdir / runner.RESULT).read_text())
         else:
             res = runner.run(cfg, tdir, resume=(tdir / runner.CHECKPOINT).exists() and not overwrite,

@@ -307,7 +307,14 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
             loss = float(stats.loss)
             hist.step_seconds.append(time.perf_counter() - t0)
             step = s.optimizer.step_count
-            if not torch.isfinite(stats.loss).all() or not all(torch.isfinite(p).all() for p in s.problem.fo_params):
+            # Per step only scalars already computed are checked (loss, ||∇_y f_B||²); the weights
+            # themselves (a full pass for fo-full) only before they are evaluated or checkpointed.
+            evaluating = step % cfg.eval_every == 0 or step == cfg.steps
+            checkpointing = bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+            scalars = [stats.loss] + ([stats.fo_grad_sq] if stats.fo_grad_sq is not None else [])
+            if not all(torch.isfinite(v).all() for v in scalars) or (
+                    (evaluating or checkpointing or signals.received)
+                    and not all(torch.isfinite(p).all() for p in s.problem.fo_params)):
                 raise NonFiniteError(
                     f"non-finite training loss or weights at step {step}; stopped. The last good checkpoint "
                     f"(if any) is kept in {out / CHECKPOINT}; lower the learning rates or mu")
@@ -323,7 +330,7 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
                 hist.zo_grad_sq_est.append(float(stats.projected.pow(2).mean()))
             if stats.curvature is not None:
                 hist.zo_curvature.append(float(stats.curvature.mean()))
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            if evaluating:
                 timed_eval(step)
             if bar is not None:
                 bar.update(1)

@@ -75,6 +75,7 @@ class HybridOptimizer:
             raise ValueError("data parallelism does not combine with replicate-batched problems")
         self.problem = problem
         self.comm = comm
+        self.acc_dtype = _acc_dtype(problem)
         self.config = config or HybridConfig()
         self.step_count = 0
         self.fo_opt = make_fo_optimizer(problem.fo_params, self.config)
@@ -116,7 +117,7 @@ class HybridOptimizer:
         weights = [share * (c.shape[-1] / local.shape[-1]) for c in micro]
         has_zo, has_fo = bool(self.zo_params), bool(self.fo_params)
         zo_evals = fo_grads = passes = 0
-        acc_dtype = _acc_dtype(prob)
+        acc_dtype = self.acc_dtype
 
         # FO block: gradient at the unperturbed point (accumulated over micro-batches).
         base_losses: list[torch.Tensor] | None = None
