@@ -1,17 +1,25 @@
 """ZO directions u and the out-of-place perturbation x + s*u (spec §2, the estimator ĝ).
 
 Design (exact restore by construction).  The ZO block is never modified to evaluate a
-probe: :class:`Perturbation` hands out ``p + s*u`` *out of place*, one tensor at a time,
-while the loss is evaluated.  The stored weights are therefore bit-identical before and
-after every probe, in fp32 and in bf16/fp16 alike, and only one tensor-sized temporary is
-alive at a time (inference-level memory).  The only write to the ZO block is the update
-``x <- x - eta * g * u`` (see :mod:`hybridopt.updates`).
+probe: :class:`Perturbation` hands out ``p + s*u`` *out of place*, one tensor (or one row
+chunk of a large tensor) at a time, while the loss is evaluated.  The stored weights are
+therefore bit-identical before and after every probe, in fp32 and in bf16/fp16 alike, and
+only chunk-sized temporaries are alive (inference-level memory).  The only write to the ZO
+block is the update ``x <- x - eta * g * u`` (see :mod:`hybridopt.updates`).
 
 Directions (``u`` with E[u u^T] = I, so ĝ is unbiased for the smoothed gradient, L2(c)):
 
 * ``gaussian``   u ~ N(0, I_d)                       (the theorem's, default)
-* ``rademacher`` u uniform on {-1, +1}^d
+* ``rademacher`` u uniform on {-1, +1}^d: element i is -1 iff bit i mod 32 of 32-bit word
+  floor(i/32) of the tensor's stream is set (32 signs per random word: ~7x cheaper to
+  generate than a Gaussian on CPU)
 * ``sphere``     u = sqrt(d) * v/||v||, v ~ N(0, I_d)  (uniform on the sphere of radius sqrt(d))
+
+Chunk plan.  A tensor larger than :data:`CHUNK_ELEMENTS` is drawn in row chunks (dim 0),
+each a multiple of 32 elements, sequentially from the tensor's one generator.  On CPU the
+concatenated chunks equal a single whole-tensor draw (tested), and every consumer (whole
+draw, perturbed forward, update, replay) walks the same plan, so a direction is one
+well-defined function of its seed everywhere.
 
 Directions are drawn in float32 (float64 for float64 tensors) and the perturbed tensor is
 rounded once to the tensor's dtype.
@@ -19,7 +27,7 @@ rounded once to the tensor's dtype.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -28,9 +36,85 @@ from .types import DIRECTIONS
 
 _POOL = GeneratorPool()
 
+#: Tensors with more elements than this are drawn, perturbed and updated in row chunks.
+CHUNK_ELEMENTS = 1 << 22
+_WORD = 32
+
 
 def _draw_dtype(dtype: torch.dtype, policy: str = "auto") -> torch.dtype:
     return torch.float64 if dtype == torch.float64 and policy == "auto" else torch.float32
+
+
+def row_chunks(shape: torch.Size, limit: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges [a, b) along dim 0 covering a tensor of ``shape``: one range when the tensor
+    has at most ``limit`` (default :data:`CHUNK_ELEMENTS`) elements, else ranges of at most ~``limit`` elements whose sizes are
+    multiples of 32 elements (all but the last, which has at least 32)."""
+    limit = CHUNK_ELEMENTS if limit is None else limit
+    n = math.prod(shape)
+    rows = shape[0] if len(shape) else 1
+    if n <= limit or len(shape) == 0 or rows == 1:
+        return [(0, rows)]
+    row = n // rows
+    step = _WORD // math.gcd(row, _WORD)
+    k = max(step, (limit // row) // step * step)
+    bounds = list(range(0, rows, k)) + [rows]
+    if len(bounds) > 2 and (bounds[-1] - bounds[-2]) * row < _WORD:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+_SHIFTS: dict[torch.device, torch.Tensor] = {}
+_ONE: dict[torch.device, torch.Tensor] = {}
+
+
+def _rademacher_(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Fill float32 ``out`` (contiguous) with signs from ceil(n/32) random 32-bit words:
+    word << (31 - k) puts bit k in the sign position, copysign(1, .) keeps only that bit."""
+    n, dev = out.numel(), out.device
+    if dev not in _SHIFTS:
+        _SHIFTS[dev] = (_WORD - 1 - torch.arange(_WORD, dtype=torch.int32)).to(dev)
+        _ONE[dev] = torch.ones((), device=dev)
+    words = torch.empty(-(-n // _WORD), dtype=torch.int32, device=dev).random_(-2 ** 31, 2 ** 31, generator=gen)
+    return _signs_from_words(words, out.view(-1), _SHIFTS[dev], _ONE[dev]).view(out.shape)
+
+
+def _signs_from_words(words: torch.Tensor, flat: torch.Tensor, shifts: torch.Tensor,
+                      one: torch.Tensor) -> torch.Tensor:
+    n = flat.numel()
+    bits = flat.view(torch.int32)
+    full = n // _WORD * _WORD
+    torch.bitwise_left_shift(words[: n // _WORD].unsqueeze(1), shifts, out=bits[:full].view(-1, _WORD))
+    if full < n:
+        torch.bitwise_left_shift(words[-1:], shifts[: n - full], out=bits[full:])
+    return torch.copysign(one, flat, out=flat)
+
+
+def _fill(kind: str, out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    if kind == "rademacher":
+        if out.dtype == torch.float32 and out.is_contiguous():
+            return _rademacher_(out, gen)
+        return out.copy_(_rademacher_(torch.empty(out.shape, device=out.device), gen))
+    if kind not in DIRECTIONS:
+        raise ValueError(f"unknown direction {kind!r}; valid: {', '.join(DIRECTIONS)}")
+    return out.normal_(generator=gen)
+
+
+def draw_direction(kind: str, seed: int, shape: torch.Size, dtype: torch.dtype,
+                   device: torch.device, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Raw (un-normalised) direction tensor of dtype ``dtype`` (float32 or float64), a pure
+    function of ``seed``, drawn along the chunk plan; written into ``out`` when given."""
+    if out is None:
+        out = torch.empty(shape, dtype=dtype, device=device)
+    plan = row_chunks(out.shape)
+    gen = _POOL.get(device, seed) if len(plan) == 1 else _fresh(device, seed)
+    for a, b in plan:
+        _fill(kind, out[a:b] if len(plan) > 1 else out, gen)
+    return out
+
+
+def _fresh(device: torch.device, seed: int) -> torch.Generator:
+    # A chunked draw spans several calls, between which other draws may run: own generator.
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 class Workspace:
@@ -38,7 +122,7 @@ class Workspace:
 
     Tensor-sized temporaries are the main cost of a ZO sweep after the random numbers
     themselves: a fresh large allocation is page-faulted in on every use.  The perturbation of
-    one module and the update of one tensor each borrow a slice instead.  Not re-entrant: a
+    one module (or one row chunk) and the update of one chunk each borrow a slice instead.  Not re-entrant: a
     slot's slice is valid until the next request for the same slot.
     """
 
@@ -61,20 +145,6 @@ class Workspace:
 
 #: The process-wide workspace of ZO sweeps (one sweep runs at a time).
 WORKSPACE = Workspace()
-
-
-def draw_direction(kind: str, seed: int, shape: torch.Size, dtype: torch.dtype,
-                   device: torch.device, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Raw (un-normalised) direction tensor of dtype ``dtype`` (float32 or float64), a pure
-    function of ``seed``; written into ``out`` when given."""
-    gen = _POOL.get(device, seed)
-    if out is None:
-        out = torch.empty(shape, dtype=dtype, device=device)
-    if kind == "rademacher":
-        return out.bernoulli_(0.5, generator=gen).mul_(2).sub_(1)
-    if kind not in DIRECTIONS:
-        raise ValueError(f"unknown direction {kind!r}; valid: {', '.join(DIRECTIONS)}")
-    return out.normal_(generator=gen)
 
 
 class Directions:
@@ -109,12 +179,72 @@ class Directions:
             r = len(self.replicate_shape)
             sq, d = None, 0
             for j, p in enumerate(self._params):
-                v = self._raw(probe, j)
-                s = v.pow(2).flatten(r).sum(-1)
-                sq = s if sq is None else sq + s
+                for _, _, v in self._raw_chunks(probe, j, WORKSPACE, slot=5):
+                    s = v.pow(2).flatten(r).sum(-1)
+                    sq = s if sq is None else sq + s
                 d += math.prod(p.shape[r:])
             self._scale[probe] = (d / sq).sqrt()
         return self._scale[probe]
+
+    def plan(self, j: int) -> list[tuple[int, int]]:
+        """Row chunks of tensor ``j`` (one chunk for replicate-batched tensors)."""
+        return [(0, self._params[j].shape[0] if self._params[j].dim() else 1)] if self.replicate_shape \
+            else row_chunks(self._params[j].shape)
+
+    def _raw_chunks(self, probe: int, j: int, workspace: "Workspace",
+                    slot: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        p, plan = self._params[j], self.plan(j)
+        if len(plan) == 1:
+            yield 0, plan[0][1], self._raw(probe, j, workspace.get(slot, p.shape, self.draw_dtype(j), p.device))
+            return
+        gen = _fresh(p.device, tensor_seed(self.seed, probe, j))
+        for a, b in plan:
+            out = workspace.get(slot, (b - a,) + p.shape[1:], self.draw_dtype(j), p.device)
+            yield a, b, _fill(self.kind, out, gen)
+
+    def chunks(self, probe: int, j: int, workspace: "Workspace",
+               slot: int = 0) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Direction ``probe`` on tensor ``j`` chunk by chunk: ``(a, b, u[a:b])`` along the plan.
+        ``u[a:b]`` is read-only and lives in ``workspace`` slot ``slot`` until the next chunk."""
+        if self._cache is not None:
+            u = self._cached(probe, j)
+            for a, b in self.plan(j):
+                yield a, b, u[a:b]
+            return
+        scale = self._sphere_scale(probe) if self.kind == "sphere" else None
+        for a, b, u in self._raw_chunks(probe, j, workspace, slot):
+            if scale is not None:
+                u.mul_(scale.reshape(scale.shape + (1,) * (u.dim() - scale.dim())))
+            yield a, b, u
+
+    @torch.no_grad()
+    def rows(self, probe: int, j: int, index: torch.Tensor) -> torch.Tensor:
+        """``u[index]`` for a tensor of row indices (an embedding lookup of the direction),
+        shape ``index.shape + p.shape[1:]``.  Rademacher: only the tensor's random words are
+        drawn and the selected rows unpacked; otherwise the chunks are drawn and gathered."""
+        p = self._params[j]
+        row = math.prod(p.shape[1:])
+        flat_index = index.reshape(-1)
+        if self.kind == "rademacher" and self._cache is None and not self.replicate_shape:
+            words = self._words(probe, j)
+            e = flat_index.unsqueeze(1) * row + torch.arange(row, device=p.device)  # element ids
+            bits = (words[e >> 5] << (_WORD - 1 - (e & (_WORD - 1))).to(torch.int32)).view(torch.float32)
+            out = torch.copysign(torch.ones((), device=p.device), bits)
+            out = out.to(self.draw_dtype(j))
+        else:
+            out = torch.empty((flat_index.numel(), row), dtype=self.draw_dtype(j), device=p.device)
+            for a, b, u in self.chunks(probe, j, WORKSPACE, slot=6):
+                hit = (flat_index >= a) & (flat_index < b)
+                out[hit] = u.reshape(b - a, row)[flat_index[hit] - a]
+        return out.view(tuple(index.shape) + tuple(p.shape[1:]))
+
+    def _words(self, probe: int, j: int) -> torch.Tensor:
+        # The Rademacher stream of tensor j: its chunks' words concatenated (= one whole draw).
+        p, plan = self._params[j], self.plan(j)
+        gen = _fresh(p.device, tensor_seed(self.seed, probe, j))
+        row = math.prod(p.shape[1:])
+        return torch.cat([torch.empty(-(-(b - a) * row // _WORD), dtype=torch.int32, device=p.device)
+                          .random_(-2 ** 31, 2 ** 31, generator=gen) for a, b in plan])
 
     def u(self, probe: int, j: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Direction ``probe`` on tensor ``j`` (float32/float64, the tensor's shape), written
@@ -174,3 +304,24 @@ class Perturbation:
                                                               p.device, offset))
         out = u if p.dtype == u.dtype else workspace.get(slots[1], p.shape, p.dtype, p.device, offset)
         return torch.add(p.detach(), u, alpha=self.scale, out=out)
+
+    @torch.no_grad()
+    def chunks(self, j: int, p: torch.Tensor,
+               workspace: Workspace = WORKSPACE) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(a, b, p[a:b] + scale*u[a:b])`` along the chunk plan of tensor ``j`` (each valid
+        until the next chunk; workspace slots 7 and 8, apart from the slots 0-3 that hold the
+        module's other perturbed tensors).  Same kernel and rounding as :meth:`apply`."""
+        self.applied.add(j)
+        writable = self.directions._cache is None
+        for a, b, u in self.directions.chunks(self.probe, j, workspace, slot=7):
+            part = p.detach() if u.shape == p.shape else p.detach()[a:b]
+            out = u if writable and u.dtype == p.dtype else workspace.get(8, u.shape, p.dtype, p.device)
+            yield a, b, torch.add(part, u, alpha=self.scale, out=out)
+
+    @torch.no_grad()
+    def rows(self, j: int, p: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``(p + scale*u)[index]`` without forming ``p + scale*u``: ``p[index] + scale*u[index]``,
+        rounded once to ``p``'s dtype (elementwise the same operation as :meth:`apply`)."""
+        self.applied.add(j)
+        base = p.detach()[index]
+        return torch.add(base, self.directions.rows(self.probe, j, index), alpha=self.scale).to(p.dtype)

@@ -21,6 +21,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from .chunked import chunkable, perturbed_forward
 from .directions import WORKSPACE, Perturbation
 
 
@@ -84,7 +85,9 @@ class ModuleProblem:
     During a perturbed evaluation a forward pre-hook replaces each ZO weight of a module by
     ``w + s*u`` for the duration of that module's forward and puts the original tensor back
     afterwards (also on error).  A weight shared by several modules (tied embeddings) gets the
-    same perturbed tensor everywhere.  Every ZO tensor must be read through its owning
+    same perturbed tensor everywhere.  The weight of a large ``nn.Linear``/``nn.Embedding`` is
+    instead probed chunk by chunk by a temporary ``forward`` (:mod:`hybridopt.chunked`), so no
+    probe holds a copy of a big matrix.  Every ZO tensor must be read through its owning
     module's forward; one that is not is reported (it would otherwise receive a meaningless
     update).  The model is put in ``eval()`` mode: f_i must be a deterministic function.
     """
@@ -109,6 +112,9 @@ class ModuleProblem:
                 if p is not None and id(p) in index:
                     self._owners.setdefault(module, []).append((name, index[id(p)]))
                     uses[index[id(p)]] = uses.get(index[id(p)], 0) + 1
+        # Large Linear/Embedding weights: probed chunk by chunk (no whole copy), no-grad probes only.
+        self._chunked = {module: j for module, owned in self._owners.items() for name, j in owned
+                         if chunkable(module, name, self.zo_params[j])}
         missing = [j for j in range(len(self.zo_params)) if j not in uses]
         if missing:
             raise ValueError(f"{len(missing)} ZO tensor(s) are not parameters of the model")
@@ -122,11 +128,12 @@ class ModuleProblem:
         for module, owned in self._owners.items():
             offset = 0
             for name, j in owned:
-                if j not in self._shared:
+                if j not in self._shared and self._chunked.get(module) != j:
                     self._offsets[(id(module), j)] = offset
                     offset += self.zo_params[j].numel()
         self._names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
         self._active: Perturbation | None = None
+        self._chunking = False
         self._cache: dict[int, torch.Tensor] = {}
         self._swapped: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
         for module in self._owners:
@@ -146,7 +153,10 @@ class ModuleProblem:
     def _pre_hook(self, module, args):
         if self._active is None:
             return None
+        skip = self._chunked.get(module) if self._chunking else None
         for name, j in self._owners[module]:
+            if j == skip and name == "weight":
+                continue
             orig = module._parameters[name]
             self._swapped.append((module, name, orig))
             module._parameters[name] = self._perturbed(module, j, orig)
@@ -171,10 +181,16 @@ class ModuleProblem:
         if perturbation is None:
             return self.loss_fn(self.model, batch)
         self._active = perturbation
+        self._chunking = not torch.is_grad_enabled()  # autograd may save weights: whole swaps
         try:
+            if self._chunking:
+                for module, j in self._chunked.items():
+                    module.forward = perturbed_forward(module, perturbation, j)
             out = self.loss_fn(self.model, batch)
         finally:
             self._active = None
+            for module in self._chunked:
+                module.__dict__.pop("forward", None)
             self._restore()
             self._cache.clear()
         if self.check_coverage and len(perturbation.applied) < len(self.zo_params):

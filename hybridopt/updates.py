@@ -1,7 +1,7 @@
 """Update rules of the two blocks.
 
 ZO block (spec §2): x <- (1 - η_x λ_x) x - η_x · (1/q) Σ_r g_r u_r, applied in **one sweep** over
-the ZO tensors, regenerating each u_r from its seed (the q directions are summed in float32
+the ZO tensors, regenerating each u_r from its seed chunk by chunk (the q directions are summed in float32
 and rounded into the tensor once).  Weight decay λ_x acts only on tensors with ndim >= 2
 (matrices), chosen by structure.  The coefficients c_r = -η_x g_r / q stay on the device.
 
@@ -35,21 +35,25 @@ def apply_zo_update(params: Sequence[torch.Tensor], directions: Directions, coef
     r = len(directions.replicate_shape)
     q = coeffs.shape[0]
     for j, p in enumerate(params):
-        ddt = directions.draw_dtype(j)
         if decay != 1.0 and p.dim() - r >= 2:
             p.mul_(decay)
         if q == 1:  # one fused pass: p += c * u, rounded once into p's dtype
-            u = directions.u(0, j, out=WORKSPACE.get(0, p.shape, ddt, p.device))
-            p.addcmul_(u, _broadcast(coeffs[0].to(torch.promote_types(u.dtype, p.dtype)), u))
+            c = None
+            for a, b, u in directions.chunks(0, j, WORKSPACE, slot=0):
+                if c is None:
+                    c = _broadcast(coeffs[0].to(torch.promote_types(u.dtype, p.dtype)), u)
+                (p if u.shape == p.shape else p[a:b]).addcmul_(u, c)
             continue
-        acc = None
-        for probe in range(q):
-            u = directions.u(probe, j, out=WORKSPACE.get(0 if acc is None else 1, p.shape, ddt, p.device))
-            if p.dtype == torch.float64 and u.dtype != p.dtype:  # float32 draws for a float64 block
-                u = u.double()
-            u.mul_(_broadcast(coeffs[probe].to(u.dtype), u))
-            acc = u if acc is None else acc.add_(u)
-        p.add_(acc)  # a low-precision p is rounded once
+        # q > 1: the q direction streams walk the chunk plan in lockstep (own slots each).
+        streams = [directions.chunks(probe, j, WORKSPACE, slot=0 if probe == 0 else 10 + probe)
+                   for probe in range(q)]
+        for parts in zip(*streams):
+            acc = None
+            for probe, (a, b, u) in enumerate(parts):
+                wide = u.double() if p.dtype == torch.float64 and u.dtype != p.dtype else u
+                term = wide * _broadcast(coeffs[probe].to(wide.dtype), wide)
+                acc = term if acc is None else acc.add_(term)
+            (p if acc.shape == p.shape else p[a:b]).add_(acc)  # a low-precision p is rounded once
 
 
 def make_fo_optimizer(params: Sequence[torch.Tensor], cfg: HybridConfig) -> torch.optim.Optimizer | None:

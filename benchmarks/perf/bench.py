@@ -11,8 +11,9 @@ Protocol (one run, one model, one fixed mini-batch, one sequence length):
   *instrumented* step of each ZO method (zo-full, zo-peft, hybrid), which times the ZO pieces
   directly (see ``ZO pass time``).  All methods share one model; before an item the blocks'
   ``requires_grad`` flags are set for that method and every ``.grad`` is dropped.
-* **ZO pass time** of a ZO method = time spent, in one step, inside ``Perturbation.apply``
-  (forming ``w + s*u`` out of place, direction generation included, for each perturbed forward)
+* **ZO pass time** of a ZO method = time spent, in one step, inside ``Perturbation.apply``,
+  ``.rows`` and the steps of ``.chunks`` (forming ``w + s*u`` out of place, whole or chunk by
+  chunk, direction generation included, for each perturbed forward; not the matmuls)
   + time inside ``apply_zo_update`` (the one update sweep), measured directly by wrapping those
   two core functions during the instrumented steps.  Cross-check (``zo_pass_time_by_difference``):
   2 x (perturbed forward - plain forward) + update sweep, from the un-instrumented items.
@@ -92,6 +93,7 @@ class BenchConfig:
     shrink: bool = False            # shape models: use the SMALL sizes (CPU tests of gpu.sh)
     lora_r: int = 8
     mu: float = 1e-3
+    direction: str = "gaussian"     # ZO directions of the hybridopt methods (the MeZO reference is Gaussian)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,7 +202,7 @@ def _synthetic_loss(model, cfg: BenchConfig, info: dict[str, Any]):
 
 def _hybrid_config(name: str, cfg: BenchConfig) -> ho.HybridConfig:
     # Tiny learning rates: the weights barely move, so every round times the same computation.
-    return ho.HybridConfig(lr_x=1e-9, lr_y=1e-9, mu=cfg.mu, seed=cfg.seed,
+    return ho.HybridConfig(lr_x=1e-9, lr_y=1e-9, mu=cfg.mu, seed=cfg.seed, direction=cfg.direction,
                            estimator="forward" if name == "hybrid-forward" else "central",
                            fo_optimizer="adam" if name == "fo-full" else "sgd")
 
@@ -262,42 +264,70 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+@contextlib.contextmanager
+def _around_zo_pieces(enter: Callable[[str], Any], leave: Callable[[str, Any], None]):
+    """Bracket every piece of ZO work with ``enter(kind)`` / ``leave(kind, token)``: the
+    out-of-place perturbation (``Perturbation.apply``, ``.rows``, and each step of the
+    ``.chunks`` generator, i.e. excluding the consumer's matmul between chunks) as kind
+    ``"apply"`` and the optimizer's ``apply_zo_update`` as kind ``"update"``."""
+    P = ho_directions.Perturbation
+    orig = {"apply": P.apply, "rows": P.rows, "chunks": P.chunks, "update": ho_optimizer.apply_zo_update}
+
+    def timed(fn, kind):
+        def wrapper(*a, **k):
+            token = enter(kind)
+            try:
+                return fn(*a, **k)
+            finally:
+                leave(kind, token)
+        return wrapper
+
+    def chunks(pert, *a, **k):
+        it = orig["chunks"](pert, *a, **k)
+        while True:
+            token = enter("apply")
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                leave("apply", token)
+            yield item
+
+    P.apply, P.rows, P.chunks = timed(orig["apply"], "apply"), timed(orig["rows"], "apply"), chunks
+    ho_optimizer.apply_zo_update = timed(orig["update"], "update")
+    try:
+        yield
+    finally:
+        P.apply, P.rows, P.chunks = orig["apply"], orig["rows"], orig["chunks"]
+        ho_optimizer.apply_zo_update = orig["update"]
+
+
 class _PieceTimer:
-    """Wraps ``Perturbation.apply`` and the optimizer's ``apply_zo_update`` to time them directly."""
+    """Times the ZO pieces of a step directly (see :func:`_around_zo_pieces`)."""
 
     def __init__(self, device: str) -> None:
         self.device = device
-        self.apply_s = 0.0
-        self.update_s = 0.0
+        self.seconds = {"apply": 0.0, "update": 0.0}
 
-    @contextlib.contextmanager
+    @property
+    def apply_s(self) -> float:
+        return self.seconds["apply"]
+
+    @property
+    def update_s(self) -> float:
+        return self.seconds["update"]
+
+    def _enter(self, kind: str) -> float:
+        _sync(self.device)
+        return time.perf_counter()
+
+    def _leave(self, kind: str, t0: float) -> None:
+        _sync(self.device)
+        self.seconds[kind] += time.perf_counter() - t0
+
     def installed(self):
-        orig_apply = ho_directions.Perturbation.apply
-        orig_update = ho_optimizer.apply_zo_update
-        timer = self
-
-        def apply(pert, *a, **k):
-            _sync(timer.device)
-            t0 = time.perf_counter()
-            out = orig_apply(pert, *a, **k)
-            _sync(timer.device)
-            timer.apply_s += time.perf_counter() - t0
-            return out
-
-        def update(*a, **k):
-            _sync(timer.device)
-            t0 = time.perf_counter()
-            orig_update(*a, **k)
-            _sync(timer.device)
-            timer.update_s += time.perf_counter() - t0
-
-        ho_directions.Perturbation.apply = apply
-        ho_optimizer.apply_zo_update = update
-        try:
-            yield self
-        finally:
-            ho_directions.Perturbation.apply = orig_apply
-            ho_optimizer.apply_zo_update = orig_update
+        return _around_zo_pieces(self._enter, self._leave)
 
 
 def _median(xs: list[float]) -> float:
@@ -476,6 +506,7 @@ def analytic_memory(info: dict[str, Any], cfg: BenchConfig) -> dict[str, Any]:
     b = 2 if cfg.dtype in ("bfloat16", "bf16", "float16", "fp16") else 4
     P, A, T = info["base_params"] + info["adapter_params"], info["adapter_params"], info["max_tensor_numel"]
     W = P * b
+    T = min(T, ho_directions.CHUNK_ELEMENTS)  # large Linear/Embedding weights are probed in chunks
     tmp = T * (4 + b)                        # one fp32 direction + one perturbed tensor alive at a time
     est = {"inference": W,
            "zo-full": W + tmp, "zo-peft": W + A * (4 + b), "mezo-reference": W + 2 * T * b,
@@ -495,17 +526,16 @@ def profile_steps(ms: Methods, cfg: BenchConfig, names=("zo-full", "hybrid", "me
     from torch.profiler import ProfilerActivity, profile, record_function
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device.startswith("cuda") else [])
-    orig_apply = ho_directions.Perturbation.apply
-    orig_update = ho_optimizer.apply_zo_update
     out: dict[str, Any] = {}
+    label = {"apply": "zo.perturb_apply", "update": "zo.update_sweep"}
 
-    def apply(pert, *a, **k):
-        with record_function("zo.perturb_apply"):
-            return orig_apply(pert, *a, **k)
+    def enter(kind):
+        rf = record_function(label[kind])
+        rf.__enter__()
+        return rf
 
-    def update(*a, **k):
-        with record_function("zo.update_sweep"):
-            return orig_update(*a, **k)
+    def leave(kind, rf):
+        rf.__exit__(None, None, None)
 
     for name in names:
         ms.run(name)                                   # warm
@@ -525,16 +555,12 @@ def profile_steps(ms: Methods, cfg: BenchConfig, names=("zo-full", "hybrid", "me
                 with record_function("loss.forward"):
                     return _f(m, b)
             ms.mezo.loss_fn = mlf
-        ho_directions.Perturbation.apply = apply
-        ho_optimizer.apply_zo_update = update
         try:
-            with profile(activities=acts) as prof:
+            with _around_zo_pieces(enter, leave), profile(activities=acts) as prof:
                 with record_function("step"):
                     ms.run(name)
                 _sync(cfg.device)
         finally:
-            ho_directions.Perturbation.apply = orig_apply
-            ho_optimizer.apply_zo_update = orig_update
             for key, prob in ms.problems.items():
                 prob.loss_fn = loss_fns[key]
             if ms.mezo is not None:
@@ -544,7 +570,8 @@ def profile_steps(ms: Methods, cfg: BenchConfig, names=("zo-full", "hybrid", "me
         self_t = sorted(((e.key, e.self_cpu_time_total / 1e6, e.count) for e in ev), key=lambda x: -x[1])
         step_s = total.get("step", float("nan"))
         labels = {k: total.get(k, 0.0) for k in ("loss.forward", "zo.perturb_apply", "zo.update_sweep")}
-        gen = sum(t for k, t, _ in self_t if k in ("aten::normal_", "aten::randn", "aten::normal", "aten::bernoulli_"))
+        gen = sum(t for k, t, _ in self_t if k in ("aten::normal_", "aten::randn", "aten::normal", "aten::bernoulli_",
+                                                     "aten::random_", "aten::bitwise_left_shift", "aten::copysign"))
         mm = sum(t for k, t, _ in self_t if k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
                                                     "aten::_scaled_dot_product_flash_attention_for_cpu",
                                                     "aten::baddbmm"))
@@ -680,7 +707,8 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_passes, t_sta
         "definitions": {
             "step_s": "median wall time of one optimizer step (interleaved rounds after warm-up)",
             "forward_s": "median wall time of one plain no-grad forward (loss) of the same model and batch",
-            "zo_pass_s": "time inside Perturbation.apply (out-of-place w+s*u, direction generation included, "
+            "zo_pass_s": "time inside Perturbation.apply/.rows/.chunks (out-of-place w+s*u, direction generation "
+                         "included, "
                          "all perturbed forwards of the step) + time inside apply_zo_update (the update sweep), "
                          "timed directly in an instrumented step; median",
             "zo_pass_time_by_difference": "2*(perturbed forward - plain forward) + update sweep (cross-check)",

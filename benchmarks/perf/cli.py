@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--dtype", help="float32 (default), bfloat16 or float16")
     p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--direction", choices=("gaussian", "rademacher", "sphere"),
+                   help="ZO directions of the hybridopt methods (default gaussian, the theorem's)")
     p.add_argument("--shrink", action="store_true", help="shape models at a small size (tests)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown")
@@ -44,7 +46,8 @@ def config_from_args(a: argparse.Namespace):
     from .bench import BenchConfig
 
     kw = dict(QUICK) if a.quick else {}
-    for k in ("model", "batch", "seq_len", "reps", "warmup", "threads", "dtype", "device", "memory_steps"):
+    for k in ("model", "batch", "seq_len", "reps", "warmup", "threads", "dtype", "device", "memory_steps",
+              "direction"):
         v = getattr(a, k)
         if v is not None:
             kw[k] = v

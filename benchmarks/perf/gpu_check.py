@@ -7,7 +7,9 @@ FFN 8192, vocab 50272; LLaMA-7B: hidden 4096, 32 layers, 32 heads, FFN 11008, vo
    bit-identical (``torch.equal``); MeZO's in-place +eps/-2eps/+eps is measured on the same
    weights (how many elements do not come back);
 2. the benchmark of :mod:`benchmarks.perf.bench` (five methods + MeZO reference, interleaved
-   medians, ``torch.cuda.max_memory_allocated``), batch 16 x 64 tokens.
+   medians, ``torch.cuda.max_memory_allocated``), batch 16 x 64 tokens, Gaussian directions;
+3. budget permitting, the same benchmark timing-only with Rademacher directions
+   (``--fast-directions``), after both shapes' main phases.
 
 Everything is written under ``--out`` as it finishes (``summary.json`` is rewritten after each
 phase), so a run cut by the time limit keeps its completed parts.  ``--budget`` (seconds) skips
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", default=",".join(SHAPE_ORDER))
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--fast-directions", default="rademacher",
+                   help="after every shape's main (Gaussian) bench, a timing-only bench with these ZO "
+                        "directions (comma-separated; '' for none), budget permitting")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     out = Path(a.out)
@@ -132,6 +137,20 @@ def main(argv: list[str] | None = None) -> int:
 
         phase(f"{shape}/restore", r_est, restore)
         phase(f"{shape}/bench", b_est, bench)
+    # Timing-only runs with other direction laws, after every shape's main phases (skipped first).
+    for direction in [d for d in a.fast_directions.split(",") if d]:
+        for shape in shapes:
+            cfg = BenchConfig(model=f"shape:{shape}", dtype="bfloat16", device=device, batch=a.batch,
+                              seq_len=a.seq_len, reps=a.reps, warmup=1, memory=False, profile=False,
+                              shrink=a.shrink, direction=direction)
+
+            def fast(cfg=cfg, shape=shape, direction=direction):
+                res = run_bench(cfg, log=lambda s: print(f"[bench {shape} {direction}] {s}", flush=True))
+                write_json(out / shape / f"bench-{direction}.json", res)
+                write_text(out / shape / f"bench-{direction}.md", markdown(res))
+                return {"ratios": res["ratios"]}
+
+            phase(f"{shape}/bench-{direction}", 1 if a.shrink else est.get(shape, (60, 200))[1] * 0.6, fast)
     ok = all(v.get("ok", True) for v in summary["phases"].values())
     print(f"[gpu_check] done in {time.perf_counter() - t0:.0f} s; wrote {out / 'summary.json'}", flush=True)
     return 0 if ok else 1

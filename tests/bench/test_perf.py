@@ -49,10 +49,13 @@ def test_gpu_script_runs_shrunk_on_cpu(tmp_path):
         assert restore["mezo_elements_changed"] > 0       # MeZO's +eps/-2eps/+eps does not restore bf16
         bench = json.loads((tmp_path / shape / "bench.json").read_text())
         assert bench["workload"]["shrunk"] is True and bench["ratios"]["zo_passes_per_step"] == 3
+        assert summary["phases"][f"{shape}/bench-rademacher"]["ok"]
+        fast = json.loads((tmp_path / shape / "bench-rademacher.json").read_text())
+        assert fast["config"]["direction"] == "rademacher" and bench["config"]["direction"] == "gaussian"
 
 
 @pytest.mark.parametrize("argv", [["--batch", "0"], ["--reps", "0"], ["--memory-only", "--no-memory"],
-                                  ["--memory-items", "bogus"],
+                                  ["--memory-items", "bogus"], ["--direction", "bogus"],
                                   ["--nonsense"]])
 def test_bench_bad_arguments_exit_2(argv, tmp_path, capsys):
     try:
@@ -66,3 +69,33 @@ def test_bench_bad_arguments_exit_2(argv, tmp_path, capsys):
 
 def test_bench_command_registered():
     assert COMMANDS["bench"][:2] == ("benchmarks.perf.cli", "main")
+
+
+def test_piece_timer_sees_chunked_probes(monkeypatch):
+    """The ZO-pass timer brackets the chunked perturbation (every step of ``Perturbation.chunks``
+    and ``.rows``), not only whole-tensor ``Perturbation.apply`` calls."""
+    import torch
+
+    import hybridopt as ho
+    from benchmarks.perf.bench import _around_zo_pieces
+    from hybridopt import directions as D
+
+    monkeypatch.setattr(D, "CHUNK_ELEMENTS", 1000)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(200, 16), torch.nn.Linear(16, 200))
+    ids = torch.randint(0, 200, (8, 5))
+
+    def loss_fn(m, b):
+        return torch.nn.functional.cross_entropy(m(ids[b]).reshape(-1, 200), ids[b].reshape(-1))
+
+    prob = ho.ModuleProblem(model, loss_fn, list(model.parameters()), [], n=8)
+    opt = ho.HybridOptimizer(prob, ho.HybridConfig(direction="rademacher"), cache_directions=False)
+    events = []
+    with _around_zo_pieces(lambda kind: events.append(kind), lambda kind, token: None):
+        opt.step(torch.arange(8))
+    chunks = len(D.row_chunks(model[1].weight.shape))
+    assert chunks > 1
+    # per probe: the embedding lookup (rows), every chunk of the head + the end of its generator, the bias
+    assert events.count("apply") == 2 * (1 + chunks + 1 + 1)
+    assert events.count("update") == 1
+    assert D.Perturbation.chunks.__name__ == "chunks" and "wrapper" not in D.Perturbation.apply.__qualname__

@@ -143,7 +143,8 @@ def t6c_measure(F, x, y, eta_x, eta_y, mu, q, perm, seed) -> tuple[np.ndarray, f
     allowance 8·eps·max_r(|f(z_t)| + |f(z_{t+1})|) of the difference f(z_{t+1}) − f(z_t)."""
     out = core_epochs(F, x, y, eta_x, eta_y, mu, q, N_REP, 1, seed, perm=perm)
     f0, f1 = out["f"][0], out["f"][1]
-    assert np.all(f0 == f0[0]) and np.all(out["gx2"][0] == out["gx2"][0, 0])  # one z_t for every replicate
+    # one z_t for every replicate (batched kernels may round replicate rows differently in the last bits)
+    assert np.allclose(f0, f0[0], rtol=1e-12, atol=0) and np.allclose(out["gx2"][0], out["gx2"][0, 0], rtol=1e-12, atol=0)
     n = F.n
     samples = f1 - f0 + n * eta_x / 4 * out["gx2"][0] + n * eta_y / 4 * out["gy2"][0]
     rhs = LM.L5.evaluate(constants(F, eta_x=eta_x, eta_y=eta_y, mu=mu, q=q))
