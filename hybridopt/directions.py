@@ -38,6 +38,9 @@ _POOL = GeneratorPool()
 
 #: Tensors with more elements than this are drawn, perturbed and updated in row chunks.
 CHUNK_ELEMENTS = 1 << 22
+#: The workspace slot of chunked draws.  Probes (one module at a time), embedding-row gathers and
+#: the update sweep never overlap, so one chunk-sized buffer serves them all.
+CHUNK_SLOT = 7
 _WORD = 32
 
 
@@ -203,7 +206,7 @@ class Directions:
             yield a, b, _fill(self.kind, out, gen)
 
     def chunks(self, probe: int, j: int, workspace: "Workspace",
-               slot: int = 0) -> Iterator[tuple[int, int, torch.Tensor]]:
+               slot: int = CHUNK_SLOT) -> Iterator[tuple[int, int, torch.Tensor]]:
         """Direction ``probe`` on tensor ``j`` chunk by chunk: ``(a, b, u[a:b])`` along the plan.
         ``u[a:b]`` is read-only and lives in ``workspace`` slot ``slot`` until the next chunk."""
         if self._cache is not None:
@@ -233,7 +236,7 @@ class Directions:
             out = out.to(self.draw_dtype(j))
         else:
             out = torch.empty((flat_index.numel(), row), dtype=self.draw_dtype(j), device=p.device)
-            for a, b, u in self.chunks(probe, j, WORKSPACE, slot=6):
+            for a, b, u in self.chunks(probe, j, WORKSPACE, slot=CHUNK_SLOT):
                 hit = (flat_index >= a) & (flat_index < b)
                 out[hit] = u.reshape(b - a, row)[flat_index[hit] - a]
         return out.view(tuple(index.shape) + tuple(p.shape[1:]))
@@ -309,11 +312,11 @@ class Perturbation:
     def chunks(self, j: int, p: torch.Tensor,
                workspace: Workspace = WORKSPACE) -> Iterator[tuple[int, int, torch.Tensor]]:
         """``(a, b, p[a:b] + scale*u[a:b])`` along the chunk plan of tensor ``j`` (each valid
-        until the next chunk; workspace slots 7 and 8, apart from the slots 0-3 that hold the
-        module's other perturbed tensors).  Same kernel and rounding as :meth:`apply`."""
+        until the next chunk; workspace slots ``CHUNK_SLOT`` and 8, apart from the slots 0-3 that
+        hold the module's other perturbed tensors).  Same kernel and rounding as :meth:`apply`."""
         self.applied.add(j)
         writable = self.directions._cache is None
-        for a, b, u in self.directions.chunks(self.probe, j, workspace, slot=7):
+        for a, b, u in self.directions.chunks(self.probe, j, workspace, slot=CHUNK_SLOT):
             part = p.detach() if u.shape == p.shape else p.detach()[a:b]
             out = u if writable and u.dtype == p.dtype else workspace.get(8, u.shape, p.dtype, p.device)
             yield a, b, torch.add(part, u, alpha=self.scale, out=out)

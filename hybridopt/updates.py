@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from .config import HybridConfig
-from .directions import WORKSPACE, Directions
+from .directions import CHUNK_SLOT, WORKSPACE, Directions
 
 
 def _broadcast(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -39,13 +39,13 @@ def apply_zo_update(params: Sequence[torch.Tensor], directions: Directions, coef
             p.mul_(decay)
         if q == 1:  # one fused pass: p += c * u, rounded once into p's dtype
             c = None
-            for a, b, u in directions.chunks(0, j, WORKSPACE, slot=0):
+            for a, b, u in directions.chunks(0, j, WORKSPACE, slot=CHUNK_SLOT):
                 if c is None:
                     c = _broadcast(coeffs[0].to(torch.promote_types(u.dtype, p.dtype)), u)
                 (p if u.shape == p.shape else p[a:b]).addcmul_(u, c)
             continue
         # q > 1: the q direction streams walk the chunk plan in lockstep (own slots each).
-        streams = [directions.chunks(probe, j, WORKSPACE, slot=0 if probe == 0 else 10 + probe)
+        streams = [directions.chunks(probe, j, WORKSPACE, slot=CHUNK_SLOT if probe == 0 else 10 + probe)
                    for probe in range(q)]
         for parts in zip(*streams):
             acc = None
