@@ -235,10 +235,10 @@ class Directions:
             out = torch.copysign(torch.ones((), device=p.device), bits)
             out = out.to(self.draw_dtype(j))
         else:
-            out = torch.empty((flat_index.numel(), row), dtype=self.draw_dtype(j), device=p.device)
+            out = torch.zeros((flat_index.numel(), row), dtype=self.draw_dtype(j), device=p.device)
             for a, b, u in self.chunks(probe, j, WORKSPACE, slot=CHUNK_SLOT):
-                hit = (flat_index >= a) & (flat_index < b)
-                out[hit] = u.reshape(b - a, row)[flat_index[hit] - a]
+                hit = ((flat_index >= a) & (flat_index < b)).unsqueeze(1)  # no boolean indexing: no sync
+                out = torch.where(hit, u.reshape(b - a, row)[(flat_index - a).clamp(0, b - a - 1)], out)
         return out.view(tuple(index.shape) + tuple(p.shape[1:]))
 
     def _words(self, probe: int, j: int) -> torch.Tensor:

@@ -737,8 +737,9 @@ def markdown(res: dict[str, Any]) -> str:
     w = res["workload"]
     lines = [f"# hybridopt bench: {w['model']} ({w['dtype']}, {w['device']}), batch {w['batch']} x "
              f"{w['padded_seq_len']} tokens", "",
-             f"{res['config']['reps']} interleaved rounds after {res['config']['warmup']} warm-up; medians. "
-             f"Memory: {res['definitions']['memory']}.", "",
+             ("Memory only (no timing). " if res["config"]["memory_only"] else
+              f"{res['config']['reps']} interleaved rounds after {res['config']['warmup']} warm-up; medians. ")
+             + f"ZO directions: {res['config']['direction']}. Memory: {res['definitions']['memory']}.", "",
              "| method | step (s) | forward (s) | ZO pass (s) | ZO passes/step | peak memory (MiB) | tokens/s |",
              "|---|---|---|---|---|---|---|"]
 

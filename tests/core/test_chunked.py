@@ -77,7 +77,9 @@ def test_rows_and_perturbation_chunks_match_the_whole_tensor(kind, small_chunks)
     p = torch.randn(999, 64)
     d = Directions(kind, 5, [p])
     u = d.u(0, 0)
-    idx = torch.tensor([[3, 998], [0, 3]])
+    assert len(d.plan(0)) > 2
+    edges = [b for _, b in d.plan(0)[:2]]  # rows on both sides of chunk boundaries, repeats, the ends
+    idx = torch.tensor([[3, 998], [0, 3], [edges[0] - 1, edges[0]], [edges[1], 997]])
     assert torch.equal(d.rows(0, 0, idx), u[idx])
     pert = Perturbation(d, 0, 0.25)
     full = pert.apply(0, p)
