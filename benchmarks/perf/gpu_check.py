@@ -13,7 +13,9 @@ FFN 8192, vocab 50272; LLaMA-7B: hidden 4096, 32 layers, 32 heads, FFN 11008, vo
 
 Everything is written under ``--out`` as it finishes (``summary.json`` is rewritten after each
 phase), so a run cut by the time limit keeps its completed parts.  ``--budget`` (seconds) skips
-phases that would not fit.  ``--shrink`` builds the same architectures at a small size (CPU test).
+phases that would not fit.  ``--shrink`` builds the same architectures at a small size (CPU test),
+with a small chunk limit so that the chunked probes and updates the full shapes take (embeddings,
+FFN matrices) are exercised too.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Any
 
 import torch
 
+from hybridopt import directions as ho_directions
 from hybridopt.io import write_json, write_text
 
 from .bench import BenchConfig, build_workload, markdown, run_bench
@@ -70,6 +73,10 @@ def exact_restore_check(cfg: BenchConfig) -> dict[str, Any]:
     return out
 
 
+#: chunk limit of --shrink runs (the small shapes' embeddings and FFN matrices exceed it)
+SHRUNK_CHUNK_ELEMENTS = 4096
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.perf.gpu_check")
     p.add_argument("--out", required=True)
@@ -89,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out = Path(a.out)
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if a.shrink:  # the full shapes' big matrices are chunked: make the small ones chunked as well
+        ho_directions.CHUNK_ELEMENTS = SHRUNK_CHUNK_ELEMENTS
     summary: dict[str, Any] = {"device": device, "shrink": a.shrink, "torch": torch.__version__,
+                               "chunk_elements": ho_directions.CHUNK_ELEMENTS,
                                "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
                                "budget_s": a.budget, "phases": {}}
 

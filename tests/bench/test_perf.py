@@ -37,11 +37,15 @@ def test_bench_quick_writes_well_formed_json(tmp_path, capsys):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_gpu_script_runs_shrunk_on_cpu(tmp_path):
+def test_gpu_script_runs_shrunk_on_cpu(tmp_path, monkeypatch):
+    from hybridopt import directions as D
+
+    monkeypatch.setattr(D, "CHUNK_ELEMENTS", D.CHUNK_ELEMENTS)  # --shrink lowers it; restored after
     rc = gpu_check.main(["--out", str(tmp_path), "--shrink", "--device", "cpu", "--reps", "1", "--batch", "2",
                          "--seq-len", "8", "--no-memory", "--no-profile"])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert rc == 0, summary
+    assert summary["chunk_elements"] == gpu_check.SHRUNK_CHUNK_ELEMENTS  # chunked paths exercised
     for shape in ("opt-1.3b", "llama-7b"):
         assert summary["phases"][f"{shape}/bench"]["ok"]
         restore = json.loads((tmp_path / shape / "restore.json").read_text())
