@@ -10,9 +10,9 @@ block is the update ``x <- x - eta * g * u`` (see :mod:`hybridopt.updates`).
 Directions (``u`` with E[u u^T] = I, so ĝ is unbiased for the smoothed gradient, L2(c)):
 
 * ``gaussian``   u ~ N(0, I_d)                       (the theorem's, default)
-* ``rademacher`` u uniform on {-1, +1}^d: element i is -1 iff bit i mod 32 of 32-bit word
-  floor(i/32) of the tensor's stream is set (32 signs per random word: ~7x cheaper to
-  generate than a Gaussian on CPU)
+* ``rademacher`` u uniform on {-1, +1}^d: element i is -1 iff bit i mod 8 of byte floor(i/8)
+  of the tensor's stream (ceil(d/32) random 32-bit words, as bytes) is set; 32 signs per
+  random word, written by one table lookup per byte (~10x cheaper than a Gaussian on CPU)
 * ``sphere``     u = sqrt(d) * v/||v||, v ~ N(0, I_d)  (uniform on the sphere of radius sqrt(d))
 
 Chunk plan.  A tensor larger than :data:`CHUNK_ELEMENTS` is drawn in row chunks (dim 0),
@@ -66,30 +66,33 @@ def row_chunks(shape: torch.Size, limit: int | None = None) -> list[tuple[int, i
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-_SHIFTS: dict[torch.device, torch.Tensor] = {}
-_ONE: dict[torch.device, torch.Tensor] = {}
+_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _sign_table(device: torch.device) -> torch.Tensor:
+    """256 x 8 float32: row b holds the signs of byte b's bits, least significant first."""
+    if device not in _TABLES:
+        bits = torch.arange(256).unsqueeze(1).bitwise_right_shift(torch.arange(8)).bitwise_and(1)
+        _TABLES[device] = (1 - 2 * bits).float().to(device)
+    return _TABLES[device]
+
+
+def _random_bytes(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The Rademacher stream of ``n`` elements: ceil(n/32) random 32-bit words, as bytes."""
+    words = torch.empty(-(-n // _WORD), dtype=torch.int32, device=device)
+    return words.random_(-2 ** 31, 2 ** 31, generator=gen).view(torch.uint8)
 
 
 def _rademacher_(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Fill float32 ``out`` (contiguous) with signs from ceil(n/32) random 32-bit words:
-    word << (31 - k) puts bit k in the sign position, copysign(1, .) keeps only that bit."""
+    """Fill float32 ``out`` (contiguous) with signs: element i is -1 iff bit i mod 8 of byte
+    floor(i/8) of the stream is set; one table lookup writes the 8 signs of a byte."""
     n, dev = out.numel(), out.device
-    if dev not in _SHIFTS:
-        _SHIFTS[dev] = (_WORD - 1 - torch.arange(_WORD, dtype=torch.int32)).to(dev)
-        _ONE[dev] = torch.ones((), device=dev)
-    words = torch.empty(-(-n // _WORD), dtype=torch.int32, device=dev).random_(-2 ** 31, 2 ** 31, generator=gen)
-    return _signs_from_words(words, out.view(-1), _SHIFTS[dev], _ONE[dev]).view(out.shape)
-
-
-def _signs_from_words(words: torch.Tensor, flat: torch.Tensor, shifts: torch.Tensor,
-                      one: torch.Tensor) -> torch.Tensor:
-    n = flat.numel()
-    bits = flat.view(torch.int32)
-    full = n // _WORD * _WORD
-    torch.bitwise_left_shift(words[: n // _WORD].unsqueeze(1), shifts, out=bits[:full].view(-1, _WORD))
+    table, stream, flat = _sign_table(dev), _random_bytes(n, gen, dev), out.view(-1)
+    full = n // 8 * 8
+    torch.index_select(table, 0, stream[: full // 8].to(torch.int32), out=flat[:full].view(-1, 8))
     if full < n:
-        torch.bitwise_left_shift(words[-1:], shifts[: n - full], out=bits[full:])
-    return torch.copysign(one, flat, out=flat)
+        flat[full:] = table[stream[full // 8].long()][: n - full]
+    return out
 
 
 def _fill(kind: str, out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -229,11 +232,10 @@ class Directions:
         row = math.prod(p.shape[1:])
         flat_index = index.reshape(-1)
         if self.kind == "rademacher" and self._cache is None and not self.replicate_shape:
-            words = self._words(probe, j)
+            stream = self._stream(probe, j)
             e = flat_index.unsqueeze(1) * row + torch.arange(row, device=p.device)  # element ids
-            bits = (words[e >> 5] << (_WORD - 1 - (e & (_WORD - 1))).to(torch.int32)).view(torch.float32)
-            out = torch.copysign(torch.ones((), device=p.device), bits)
-            out = out.to(self.draw_dtype(j))
+            bit = stream[e >> 3].to(torch.int32).bitwise_right_shift((e & 7).to(torch.int32)).bitwise_and_(1)
+            out = (1 - 2 * bit).to(self.draw_dtype(j))
         else:
             out = torch.zeros((flat_index.numel(), row), dtype=self.draw_dtype(j), device=p.device)
             for a, b, u in self.chunks(probe, j, WORKSPACE, slot=CHUNK_SLOT):
@@ -241,13 +243,12 @@ class Directions:
                 out = torch.where(hit, u.reshape(b - a, row)[(flat_index - a).clamp(0, b - a - 1)], out)
         return out.view(tuple(index.shape) + tuple(p.shape[1:]))
 
-    def _words(self, probe: int, j: int) -> torch.Tensor:
-        # The Rademacher stream of tensor j: its chunks' words concatenated (= one whole draw).
+    def _stream(self, probe: int, j: int) -> torch.Tensor:
+        # The Rademacher stream of tensor j: its chunks' bytes concatenated (= one whole draw).
         p, plan = self._params[j], self.plan(j)
         gen = _fresh(p.device, tensor_seed(self.seed, probe, j))
         row = math.prod(p.shape[1:])
-        return torch.cat([torch.empty(-(-(b - a) * row // _WORD), dtype=torch.int32, device=p.device)
-                          .random_(-2 ** 31, 2 ** 31, generator=gen) for a, b in plan])
+        return torch.cat([_random_bytes((b - a) * row, gen, p.device) for a, b in plan])
 
     def u(self, probe: int, j: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Direction ``probe`` on tensor ``j`` (float32/float64, the tensor's shape), written
@@ -279,6 +280,7 @@ class Directions:
             s = self._sphere_scale(probe)
             u.mul_(s.reshape(s.shape + (1,) * (u.dim() - s.dim())))
         return u
+
 
 
 class Perturbation:

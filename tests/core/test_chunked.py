@@ -35,15 +35,17 @@ def test_row_chunks_cover_rows_in_word_multiples(rows, row, limit):
 
 
 def _reference_rademacher(seed, n):
-    """The documented law: u_i = -1 iff bit (i mod 32) of word floor(i/32) is set."""
+    """The documented law: u_i = -1 iff bit (i mod 8) of byte floor(i/8) of the stream is set,
+    the stream being ceil(n/32) random 32-bit words drawn from the tensor's generator."""
     g = torch.Generator().manual_seed(seed)
     words = torch.empty(-(-n // 32), dtype=torch.int32).random_(-2 ** 31, 2 ** 31, generator=g)
+    stream = words.view(torch.uint8).long()
     i = torch.arange(n)
-    bit = (words[i // 32].long() >> (i % 32)) & 1
+    bit = (stream[i // 8] >> (i % 8)) & 1
     return 1.0 - 2.0 * bit.float()
 
 
-@pytest.mark.parametrize("n", [1, 31, 32, 33, 1000, 4096])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 31, 32, 33, 1000, 4096])
 def test_rademacher_is_the_documented_bit_law(n):
     u = D.draw_direction("rademacher", 7, torch.Size([n]), torch.float32, torch.device("cpu"))
     assert torch.equal(u, _reference_rademacher(7, n))
