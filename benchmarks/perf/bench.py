@@ -571,7 +571,7 @@ def profile_steps(ms: Methods, cfg: BenchConfig, names=("zo-full", "hybrid", "me
         step_s = total.get("step", float("nan"))
         labels = {k: total.get(k, 0.0) for k in ("loss.forward", "zo.perturb_apply", "zo.update_sweep")}
         gen = sum(t for k, t, _ in self_t if k in ("aten::normal_", "aten::randn", "aten::normal", "aten::bernoulli_",
-                                                     "aten::random_", "aten::bitwise_left_shift", "aten::copysign"))
+                                                     "aten::random_", "aten::index_select"))  # Rademacher signs
         mm = sum(t for k, t, _ in self_t if k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
                                                     "aten::_scaled_dot_product_flash_attention_for_cpu",
                                                     "aten::baddbmm"))
