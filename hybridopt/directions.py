@@ -11,12 +11,12 @@ Directions (``u`` with E[u u^T] = I, so ĝ is unbiased for the smoothed gradient
 
 * ``gaussian``   u ~ N(0, I_d)                       (the theorem's, default)
 * ``rademacher`` u uniform on {-1, +1}^d: element i is -1 iff bit i mod 8 of byte floor(i/8)
-  of the tensor's stream (ceil(d/32) random 32-bit words, as bytes) is set; 32 signs per
+  of the tensor's stream (ceil(d/64) random 64-bit words, as bytes) is set; 64 signs per
   random word, written by one table lookup per byte (~10x cheaper than a Gaussian on CPU)
 * ``sphere``     u = sqrt(d) * v/||v||, v ~ N(0, I_d)  (uniform on the sphere of radius sqrt(d))
 
 Chunk plan.  A tensor larger than :data:`CHUNK_ELEMENTS` is drawn in row chunks (dim 0),
-each a multiple of 32 elements, sequentially from the tensor's one generator.  On CPU the
+each a multiple of 64 elements, sequentially from the tensor's one generator.  On CPU the
 concatenated chunks equal a single whole-tensor draw (tested), and every consumer (whole
 draw, perturbed forward, update, replay) walks the same plan, so a direction is one
 well-defined function of its seed everywhere.
@@ -41,7 +41,7 @@ CHUNK_ELEMENTS = 1 << 22
 #: The workspace slot of chunked draws.  Probes (one module at a time), embedding-row gathers and
 #: the update sweep never overlap, so one chunk-sized buffer serves them all.
 CHUNK_SLOT = 7
-_WORD = 32
+_WORD = 64  # elements per random 64-bit word of the Rademacher stream; chunk sizes are multiples
 
 
 def _draw_dtype(dtype: torch.dtype, policy: str = "auto") -> torch.dtype:
@@ -50,8 +50,9 @@ def _draw_dtype(dtype: torch.dtype, policy: str = "auto") -> torch.dtype:
 
 def row_chunks(shape: torch.Size, limit: int | None = None) -> list[tuple[int, int]]:
     """Row ranges [a, b) along dim 0 covering a tensor of ``shape``: one range when the tensor
-    has at most ``limit`` (default :data:`CHUNK_ELEMENTS`) elements, else ranges of at most ~``limit`` elements whose sizes are
-    multiples of 32 elements (all but the last, which has at least 32)."""
+    has at most ``limit`` (default :data:`CHUNK_ELEMENTS`) elements, else ranges of at most
+    ~``limit`` elements whose sizes are multiples of 64 elements (all but the last, which has at
+    least 64)."""
     limit = CHUNK_ELEMENTS if limit is None else limit
     n = math.prod(shape)
     rows = shape[0] if len(shape) else 1
@@ -78,9 +79,10 @@ def _sign_table(device: torch.device) -> torch.Tensor:
 
 
 def _random_bytes(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """The Rademacher stream of ``n`` elements: ceil(n/32) random 32-bit words, as bytes."""
-    words = torch.empty(-(-n // _WORD), dtype=torch.int32, device=device)
-    return words.random_(-2 ** 31, 2 ** 31, generator=gen).view(torch.uint8)
+    """The Rademacher stream of ``n`` elements: ceil(n/64) random 64-bit words (the full int64
+    range: ~2x cheaper per bit than 32-bit words on CPU), as bytes."""
+    words = torch.empty(-(-n // _WORD), dtype=torch.int64, device=device)
+    return words.random_(-2 ** 63, None, generator=gen).view(torch.uint8)
 
 
 def _rademacher_(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
