@@ -12,7 +12,7 @@ Directions (``u`` with E[u u^T] = I, so ĝ is unbiased for the smoothed gradient
 * ``gaussian``   u ~ N(0, I_d)                       (the theorem's, default)
 * ``rademacher`` u uniform on {-1, +1}^d: element i is -1 iff bit i mod 8 of byte floor(i/8)
   of the tensor's stream (ceil(d/64) random 64-bit words, as bytes) is set; 64 signs per
-  random word, written by one table lookup per byte (~10x cheaper than a Gaussian on CPU)
+  random word, written by one table lookup per byte (~8x cheaper than a Gaussian on CPU)
 * ``sphere``     u = sqrt(d) * v/||v||, v ~ N(0, I_d)  (uniform on the sphere of radius sqrt(d))
 
 Chunk plan.  A tensor larger than :data:`CHUNK_ELEMENTS` is drawn in row chunks (dim 0),
