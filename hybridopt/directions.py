@@ -130,8 +130,8 @@ class Workspace:
 
     Tensor-sized temporaries are the main cost of a ZO sweep after the random numbers
     themselves: a fresh large allocation is page-faulted in on every use.  The perturbation of
-    one module (or one row chunk) and the update of one chunk each borrow a slice instead.  Not re-entrant: a
-    slot's slice is valid until the next request for the same slot.
+    one module (or one row chunk) and the update of one chunk each borrow a slice instead.
+    Not re-entrant: a slot's slice is valid until the next request for the same slot.
     """
 
     def __init__(self) -> None:
