@@ -67,6 +67,11 @@ def row_chunks(shape: torch.Size, limit: int | None = None) -> list[tuple[int, i
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def chunk_of(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """Rows [a, b) of ``t`` as yielded by a chunk plan (a 0-dim tensor is its own only chunk)."""
+    return t[a:b] if t.dim() else t
+
+
 _TABLES: dict[torch.device, torch.Tensor] = {}
 
 
@@ -321,7 +326,7 @@ class Perturbation:
         self.applied.add(j)
         writable = self.directions._cache is None
         for a, b, u in self.directions.chunks(self.probe, j, workspace, slot=CHUNK_SLOT):
-            part = p.detach() if u.shape == p.shape else p.detach()[a:b]
+            part = chunk_of(p.detach(), a, b)
             out = u if writable and u.dtype == p.dtype else workspace.get(8, u.shape, p.dtype, p.device)
             yield a, b, torch.add(part, u, alpha=self.scale, out=out)
 

@@ -1,8 +1,8 @@
 """Update rules of the two blocks.
 
 ZO block (spec §2): x <- (1 - η_x λ_x) x - η_x · (1/q) Σ_r g_r u_r, applied in **one sweep** over
-the ZO tensors, regenerating each u_r from its seed chunk by chunk (the q directions are summed in float32
-and rounded into the tensor once).  Weight decay λ_x acts only on tensors with ndim >= 2
+the ZO tensors, regenerating each u_r from its seed chunk by chunk (the q directions are
+summed in float32 and rounded into the tensor once).  Weight decay λ_x acts only on tensors with ndim >= 2
 (matrices), chosen by structure.  The coefficients c_r = -η_x g_r / q stay on the device.
 
 FO block: ``torch.optim`` SGD (the theorem's), SGD with momentum, or Adam, with weight decay
@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from .config import HybridConfig
-from .directions import CHUNK_SLOT, WORKSPACE, Directions
+from .directions import CHUNK_SLOT, WORKSPACE, Directions, chunk_of
 
 
 def _broadcast(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ def apply_zo_update(params: Sequence[torch.Tensor], directions: Directions, coef
             for a, b, u in directions.chunks(0, j, WORKSPACE, slot=CHUNK_SLOT):
                 if c is None:
                     c = _broadcast(coeffs[0].to(torch.promote_types(u.dtype, p.dtype)), u)
-                (p if u.shape == p.shape else p[a:b]).addcmul_(u, c)
+                chunk_of(p, a, b).addcmul_(u, c)
             continue
         # q > 1: the q direction streams walk the chunk plan in lockstep (own slots each).
         streams = [directions.chunks(probe, j, WORKSPACE, slot=CHUNK_SLOT if probe == 0 else 10 + probe)
@@ -53,7 +53,7 @@ def apply_zo_update(params: Sequence[torch.Tensor], directions: Directions, coef
                 wide = u.double() if p.dtype == torch.float64 and u.dtype != p.dtype else u
                 term = wide * _broadcast(coeffs[probe].to(wide.dtype), wide)
                 acc = term if acc is None else acc.add_(term)
-            (p if acc.shape == p.shape else p[a:b]).add_(acc)  # a low-precision p is rounded once
+            chunk_of(p, a, b).add_(acc)  # a low-precision p is rounded once
 
 
 def make_fo_optimizer(params: Sequence[torch.Tensor], cfg: HybridConfig) -> torch.optim.Optimizer | None:
