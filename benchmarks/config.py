@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from hybridopt import METHODS, HybridConfig
+from hybridopt import HybridConfig, methods
+from hybridopt.methods import METHODS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "defaults.json"
@@ -52,7 +53,7 @@ class FinetuneConfig:
 
     @property
     def uses_peft(self) -> bool:
-        return self.method in ("fo-peft", "zo-peft", "hybrid")
+        return methods.get(self.method).uses_adapter
 
     def hybrid_config(self) -> HybridConfig:
         opts = dict(self.optimizer)
@@ -196,8 +197,8 @@ FO_OPTIONS = ("lr_y", "fo_optimizer", "momentum", "betas", "adam_eps", "weight_d
 
 def check_consistency(cfg: FinetuneConfig, given_opt: Mapping[str, Any], given_peft: Mapping[str, Any]) -> None:
     """Options the user set explicitly must apply to the chosen method."""
-    has_zo = cfg.method in ("zo-full", "zo-peft", "hybrid")
-    has_fo = cfg.method in ("fo-full", "fo-peft", "hybrid")
+    m = methods.get(cfg.method)
+    has_zo, has_fo = m.has_zo, m.has_fo
     if not has_zo and (bad := [k for k in ZO_OPTIONS if k in given_opt]):
         raise ConfigError(f"method {cfg.method!r} has no zeroth-order block; option(s) {', '.join(bad)} do not apply")
     if not has_fo and (bad := [k for k in FO_OPTIONS if k in given_opt]):

@@ -15,7 +15,8 @@ from .optimizer import HybridOptimizer, StepStats, ZOLogEntry, replay_zo_log
 from .problem import ModuleProblem, Problem, TensorProblem
 from .sampling import RandomReshuffling
 from .trace import Trace
-from .types import DIRECTIONS, ESTIMATORS, METHODS
+from .methods import METHODS
+from .types import DIRECTIONS, ESTIMATORS
 
 __version__ = "0.1.0"
 

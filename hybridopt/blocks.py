@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .types import METHODS
+from . import methods
 
 
 def unique(params) -> list[torch.Tensor]:
@@ -24,29 +24,12 @@ def unique(params) -> list[torch.Tensor]:
 
 def split_blocks(method: str, base: Sequence[torch.Tensor], adapter: Sequence[torch.Tensor]
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Map a method name to (ZO block x, FO block y).
-
-    ========  =================  ================
-    method    ZO block x         FO block y
-    ========  =================  ================
-    fo-full   —                  base + adapter
-    fo-peft   —                  adapter
-    zo-full   base + adapter     —
-    zo-peft   adapter            —
-    hybrid    base               adapter
-    ========  =================  ================
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    base, adapter = unique(base), unique(adapter)
-    if method in ("fo-peft", "zo-peft", "hybrid") and not adapter:
+    """Map a method name to (ZO block x, FO block y), as the method registry
+    (:mod:`hybridopt.methods`) assigns the base and adapter groups."""
+    m = methods.get(method)
+    groups = {"base": unique(base), "adapter": unique(adapter)}
+    if m.uses_adapter and not groups["adapter"]:
         raise ValueError(f"method {method!r} needs a PEFT module (the adapter block is empty)")
-    if method in ("zo-full", "fo-full", "hybrid") and not base:
+    if m.uses_base and not groups["base"]:
         raise ValueError(f"method {method!r} needs base weights (the base block is empty)")
-    return {
-        "fo-full": ([], base + adapter),
-        "fo-peft": ([], adapter),
-        "zo-full": (base + adapter, []),
-        "zo-peft": (adapter, []),
-        "hybrid": (base, adapter),
-    }[method]
+    return ([p for g in m.zo for p in groups[g]], [p for g in m.fo for p in groups[g]])

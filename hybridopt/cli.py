@@ -7,13 +7,13 @@ import sys
 
 #: subcommand -> (module, function, one-line help).  Each function takes argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "theory": ("theory.cli", "main", "print the theorem, its lemmas and constants (text or LaTeX)"),
-    "finetune": ("benchmarks.cli", "finetune_main", "fine-tune an LLM on SST-2 / WSC / WinoGrande with one method"),
-    "grid": ("benchmarks.cli", "grid_main", "learning-rate grid with selection on dev, test of the selected run only"),
-    "summarize": ("benchmarks.cli", "summarize_main", "collect result.json files into a Markdown/CSV table"),
-    "simulate": ("theory.sim_cli", "main", "run the reshuffling-SGD simulator against the O(1/eps^4) bound"),
-    "reproduce": ("paper_figures.reproduce", "main", "run what is missing and draw every figure and table of the paper"),
-    "bench": ("benchmarks.perf.cli", "main", "measure step time and memory of the five methods and a MeZO reference"),
+    "theory": ("hybridopt.theory.cli", "main", "print the theorem, its lemmas and constants (text or LaTeX)"),
+    "finetune": ("hybridopt.benchmarks.cli", "finetune_main", "fine-tune an LLM on SST-2 / WSC / WinoGrande with one method"),
+    "grid": ("hybridopt.benchmarks.cli", "grid_main", "learning-rate grid with selection on dev, test of the selected run only"),
+    "summarize": ("hybridopt.benchmarks.cli", "summarize_main", "collect result.json files into a Markdown/CSV table"),
+    "simulate": ("hybridopt.theory.sim_cli", "main", "run the reshuffling-SGD simulator against the O(1/eps^4) bound"),
+    "reproduce": ("hybridopt.paper_figures.reproduce", "main", "run what is missing and draw every figure and table of the paper"),
+    "bench": ("hybridopt.benchmarks.perf.cli", "main", "measure step time and memory of the five methods and a MeZO reference"),
 }
 
 

@@ -192,6 +192,15 @@ class HybridOptimizer:
         self.step_count += 1
         return StepStats(t, loss.detach(), projected, fo_grad_sq, curvature, zo_evals, fo_grads, passes, lr_x, lr_y)
 
+    def flush(self) -> None:
+        """Apply any ZO update still pending, so the ZO tensors hold x_t.  Call it before reading
+        the ZO block's tensors directly (model forwards and ``state_dict()`` of a
+        :class:`~hybridopt.problem.ModuleProblem`'s model flush by themselves)."""
+
+    def close(self) -> None:
+        """Flush, then remove every hook the optimizer and its problem installed."""
+        self.flush()
+
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state (the parameters themselves are the problem's): step counter, FO

@@ -10,8 +10,6 @@ Params = Sequence[torch.Tensor]
 Batch = torch.Tensor
 Callback = Callable[[Any], None]
 
-#: The five methods are configurations of one optimizer (which block is ZO, which is FO).
-METHODS = ("fo-full", "fo-peft", "zo-full", "zo-peft", "hybrid")
 #: central: the theorem's two-point estimator; forward: (f(x+mu u) - f(x))/mu * u.
 ESTIMATORS = ("central", "forward")
 DIRECTIONS = ("gaussian", "rademacher", "sphere")

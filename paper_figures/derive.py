@@ -179,7 +179,7 @@ def estimate_constants(result: dict) -> dict[str, float]:
 
 def bound_curves(result: dict, T: Sequence[float] | None = None) -> dict[str, Any]:
     """B(T), B_x(T), B_y(T) and B(∞) of L6(A) at the estimated constants, on ``T`` (default 1..E)."""
-    from theory.bound import evaluate_bound
+    from hybridopt.theory.bound import evaluate_bound
 
     c = estimate_constants(result)
     if T is None:

@@ -1,6 +1,6 @@
 """Figure: fine-tuning curves — training loss and dev accuracy vs steps, per task, every method.
 
-Reads ``DIR/runs/*/*/result.json`` only.  ``python -m paper_figures.fig_curves DIR``
+Reads ``DIR/runs/*/*/result.json`` only.  ``python -m hybridopt.paper_figures.fig_curves DIR``
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from .results import load_simulation
 
 
 def draw(out: str | Path) -> list[Path]:
-    from theory import sim_plots
+    from hybridopt.theory import sim_plots
 
     out = Path(out)
     sim = load_simulation(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hybridopt.io import write_text
+from hybridopt.methods import FO_REFERENCES, REGISTRY
 
 from . import style
 from .fig_steps import steps_table
@@ -114,7 +115,7 @@ def build(out: Path, files: list[Path]) -> tuple[Ledger, str, dict[str, str]]:
     crow: list[list[str]] = []
     for group, methods in groups.items():
         h = methods.get("hybrid")
-        fo = [m for m in ("fo-full", "fo-peft") if m in methods]
+        fo = [m for m in FO_REFERENCES if m in methods]
         if h and fo:
             best_fo = max(fo, key=lambda m: methods[m]["test_accuracy"])
             ok = h["test_accuracy"] >= methods[best_fo]["test_accuracy"]
@@ -127,7 +128,7 @@ def build(out: Path, files: list[Path]) -> tuple[Ledger, str, dict[str, str]]:
         methods = groups[group]
         if "hybrid" not in methods or t["ref"] is None:
             continue
-        for base in ("fo-full", "fo-peft"):
+        for base in FO_REFERENCES:
             if base not in methods:
                 continue
             ref = methods[t["ref"]]
@@ -264,11 +265,11 @@ def build(out: Path, files: list[Path]) -> tuple[Ledger, str, dict[str, str]]:
         for g, ms in groups.items():
             for m, r in ms.items():
                 cells = [L.num(r["_file"], f"config.optimizer.{k}", ".0e") if m_has else "–"
-                         for k, m_has in (("lr_x", "zo" in m or m == "hybrid"), ("lr_y", "fo" in m or m == "hybrid"),
-                                          ("mu", "zo" in m or m == "hybrid"))]
+                         for k, m_has in (("lr_x", REGISTRY[m].has_zo), ("lr_y", REGISTRY[m].has_fo),
+                                          ("mu", REGISTRY[m].has_zo))]
                 orow.append([style.task_label(g), style.SHORT[m]] + cells + [
-                    L.num(r["_file"], "config.optimizer.q", "d") if ("zo" in m or m == "hybrid") else "–",
-                    L.num(r["_file"], "config.optimizer.fo_optimizer", "str") if ("fo" in m or m == "hybrid") else "–"])
+                    L.num(r["_file"], "config.optimizer.q", "d") if REGISTRY[m].has_zo else "–",
+                    L.num(r["_file"], "config.optimizer.fo_optimizer", "str") if REGISTRY[m].has_fo else "–"])
         d(*_table(["task", "method", "η_x (ZO)", "η_y (FO)", "μ", "q", "FO optimizer"], orow), "")
 
     # ---- steps to target

@@ -30,9 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hybridopt.benchmarks.config import CONFIG_DIR
 from hybridopt.io import write_json
 
-SCALES_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "scales"
+SCALES_DIR = CONFIG_DIR / "scales"
 SCALES = ("quick", "default", "paper")
 
 
@@ -176,8 +177,8 @@ def _simulate_subset(out_dir: Path, sim: dict, progress: bool) -> int:
     import types
 
     from hybridopt.io import write_json as _wj
-    from theory import sim_cli, sim_plots
-    from theory import simulator as S
+    from hybridopt.theory import sim_cli, sim_plots
+    from hybridopt.theory import simulator as S
 
     mode = "quick" if sim.get("quick") else "full"
     drop = {f.upper() for f in sim.get("exclude_p1_families", [])}
@@ -207,7 +208,7 @@ def _simulate_subset(out_dir: Path, sim: dict, progress: bool) -> int:
 
 
 def run_simulator(out: Path, scale: dict, record: dict, progress: bool) -> bool:
-    from theory import sim_cli
+    from hybridopt.theory import sim_cli
 
     sim = scale.get("simulator", {})
     argv = ["--out", str(out / "simulation")]
@@ -245,8 +246,8 @@ def run_simulator(out: Path, scale: dict, record: dict, progress: bool) -> bool:
 
 def run_one(job: dict, out: Path, scale: dict, progress: bool) -> tuple[int, str]:
     """One fine-tuning run; in a subprocess (own peak memory) unless the preset says otherwise."""
-    from benchmarks.config import build_config
-    from benchmarks.runner import CHECKPOINT, RunError, run
+    from hybridopt.benchmarks.config import build_config
+    from hybridopt.benchmarks.runner import CHECKPOINT, RunError, run
 
     run_dir = out / "runs" / job["group"] / job["method"]
     cfg = build_config(job["task"], job["method"], None, job["overrides"])
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     jobs = plan_runs(scale, a.device)
     try:
-        from benchmarks.config import ConfigError, build_config
+        from hybridopt.benchmarks.config import ConfigError, build_config
 
         for j in jobs:
             build_config(j["task"], j["method"], None, j["overrides"])

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .style import METHODS
+from hybridopt.methods import FO_REFERENCES, METHODS
 
 SIM = Path("simulation") / "simulation.json"
 
@@ -50,7 +50,7 @@ def by_group(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]
 def reference_method(methods: dict[str, Any]) -> str | None:
     """The run whose best dev accuracy defines the target: full FT if present, else the
     first-order PEFT run, else none."""
-    for m in ("fo-full", "fo-peft"):
+    for m in FO_REFERENCES:
         if m in methods:
             return m
     return None

@@ -13,19 +13,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from hybridopt.io import save_with  # noqa: E402
+from hybridopt.methods import METHODS, REGISTRY  # noqa: E402,F401  (the order of every legend and table)
 
-#: the five methods, in the order of every legend and table
-METHODS = ("fo-full", "fo-peft", "zo-full", "zo-peft", "hybrid")
-
-#: method → long label a reader of the paper recognises
-LABELS = {
-    "fo-full": "FT (first-order, all weights)",
-    "fo-peft": "PEFT (first-order, LoRA)",
-    "zo-full": "MeZO (zeroth-order, all weights)",
-    "zo-peft": "MeZO-LoRA (zeroth-order, LoRA)",
-    "hybrid": "Hybrid (ZO base + FO LoRA)",
-}
-SHORT = {"fo-full": "FT", "fo-peft": "PEFT", "zo-full": "MeZO", "zo-peft": "MeZO-LoRA", "hybrid": "Hybrid"}
+#: method → long and short labels (from the method registry)
+LABELS = {name: m.label for name, m in REGISTRY.items()}
+SHORT = {name: m.short for name, m in REGISTRY.items()}
 COLORS = {"fo-full": "#1f77b4", "fo-peft": "#17becf", "zo-full": "#ff7f0e", "zo-peft": "#bcbd22",
           "hybrid": "#d62728"}
 MARKERS = {"fo-full": "s", "fo-peft": "D", "zo-full": "^", "zo-peft": "v", "hybrid": "o"}

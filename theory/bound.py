@@ -30,8 +30,8 @@ from collections.abc import Mapping
 import numpy as np
 import sympy as sp
 
-from theory.constants import DISPLAY, L, L_X, L_Y, V, check_case, ell
-from theory.symbols import SYMBOLS, latex as _latex
+from hybridopt.theory.constants import DISPLAY, L, L_X, L_Y, V, check_case, ell
+from hybridopt.theory.symbols import SYMBOLS, latex as _latex
 
 __all__ = [
     "calE_expr", "bound_expr", "theorem_exprs", "calE", "bound_T", "bound_T_x", "bound_T_y", "bound_T_inf",
@@ -46,7 +46,7 @@ eta_x, eta_y, mu, omega, eps, T = _S["eta_x"], _S["eta_y"], _S["mu"], _S["omega"
 _cw = sp.Symbol("c_w", positive=True)
 #: display symbol for calE inside the rendered B(T).
 _CALE = sp.Symbol("calE", positive=True)
-from theory.symbols import LATEX_NAMES as _LN  # noqa: E402
+from hybridopt.theory.symbols import LATEX_NAMES as _LN  # noqa: E402
 
 _LN[_CALE] = r"\mathcal E(\eta_x,\eta_y,\mu)"
 

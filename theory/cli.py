@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-BEGIN, END = "<!-- BEGIN GENERATED (python -m theory.cli --update-readme) -->", "<!-- END GENERATED -->"
+BEGIN, END = "<!-- BEGIN GENERATED (python -m hybridopt.theory.cli --update-readme) -->", "<!-- END GENERATED -->"
 README = Path(__file__).with_name("README.md")
 
 
@@ -34,8 +34,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def render_latex(case: str = "ii") -> str:
-    from theory import lemmas
-    from theory.bound import Theorem
+    from hybridopt.theory import lemmas
+    from hybridopt.theory.bound import Theorem
 
     objs = lemmas.lemma_set(case)
     out = [f"% Lemmas of spec §3 (A3 case {case}); this package's own formalization"]
@@ -49,11 +49,11 @@ def render_latex(case: str = "ii") -> str:
 
 def render_markdown() -> str:
     """Markdown sections of ``theory/README.md`` generated from the lemma and theorem objects."""
-    from theory import lemmas
-    from theory.bound import THEOREM
+    from hybridopt.theory import lemmas
+    from hybridopt.theory.bound import THEOREM
 
     h = lemmas.helpers()
-    from theory.symbols import latex as L
+    from hybridopt.theory.symbols import latex as L
 
     lines = ["## Lemmas (rendered from `theory/lemmas.py`)", "",
              "L1 helpers (spec §3): " + ", ".join(
@@ -84,8 +84,8 @@ def update_readme(path: Path = README) -> bool:
 
 
 def _family_report(args) -> str:
-    from theory import families  # lazy: written by another module owner; API make_family(name, seed, **dims)
-    from theory.bound import evaluate_theorem
+    from hybridopt.theory import families  # lazy: written by another module owner; API make_family(name, seed, **dims)
+    from hybridopt.theory.bound import evaluate_theorem
 
     dims = {} if args.dx is None else {"d_x": args.dx}
     fam = families.make_family(args.family, args.seed, **dims)
@@ -110,7 +110,7 @@ def _family_report(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from theory.bound import Theorem
+    from hybridopt.theory.bound import Theorem
 
     if args.update_readme:
         changed = update_readme()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from theory.symbols import SYMBOLS
+from hybridopt.theory.symbols import SYMBOLS
 
 __all__ = ["E1", "E1_numpy", "G_PLUS_FACTOR_I", "G_plus", "ell", "L", "L_X", "L_Y", "V", "CASES", "check_case"]
 
@@ -178,7 +178,7 @@ _DISPLAY_LATEX = {
     "ell_x": r"\ell_x", "ell_y": r"\ell_y", "ell_xy": r"\ell_{xy}", "L_x": "L_x", "L_y": "L_y", "L_xy": "L_{xy}",
     "L_X": "L_X", "L_Y": "L_Y", "V": r"V(\mu)", "G_plus": "G_+", "c_omega": r"c_\omega", "A_omega": r"A_\omega",
     "B_omega": r"B_\omega", "kappa_0": r"\kappa_0", "kappa_1": r"\kappa_1", "kappa_2": r"\kappa_2"}
-from theory.symbols import LATEX_NAMES as _LN  # noqa: E402
+from hybridopt.theory.symbols import LATEX_NAMES as _LN  # noqa: E402
 
 _LN.update({DISPLAY[k]: v for k, v in _DISPLAY_LATEX.items()})
 

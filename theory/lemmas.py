@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from theory import bound as _bound
-from theory.constants import DISPLAY, E1, NUMPY_MODULES, V, check_case
-from theory.symbols import SYMBOLS, latex as _latex
+from hybridopt.theory import bound as _bound
+from hybridopt.theory.constants import DISPLAY, E1, NUMPY_MODULES, V, check_case
+from hybridopt.theory.symbols import SYMBOLS, latex as _latex
 
 __all__ = [
     "Inequality", "COEFFS", "DEFAULT_COEFFS", "MUTATIONS", "lemma_set", "mutated", "rebuild", "helpers",
@@ -194,7 +194,7 @@ TESTED_BY: dict[str, tuple[str, ...]] = {
 #: display symbols of the L1 helpers (rendering only).
 _LD = {k: sp.Symbol(k, nonnegative=True) for k in ("Lam0", "Lam1", "Lamx0", "Lamx1", "Lamy0", "Lamy1", "q_0", "q_1",
                                                     "gbar")}
-from theory.symbols import LATEX_NAMES as _LN  # noqa: E402
+from hybridopt.theory.symbols import LATEX_NAMES as _LN  # noqa: E402
 
 _LN.update({_LD["Lam0"]: r"\Lambda_0", _LD["Lam1"]: r"\Lambda_1", _LD["Lamx0"]: r"\Lambda^x_0",
             _LD["Lamx1"]: r"\Lambda^x_1", _LD["Lamy0"]: r"\Lambda^y_0", _LD["Lamy1"]: r"\Lambda^y_1",

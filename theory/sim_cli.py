@@ -30,7 +30,7 @@ def _worker_init() -> None:
 
 def _estimated_cost(task: dict) -> float:
     """Relative cost for longest-first scheduling: T_req of the schedule × (R·d_x·q + overhead)."""
-    from theory import simulator as S
+    from hybridopt.theory import simulator as S
 
     inst = S.Instance(**task["instance"])
     _, _, _, const = S.build(inst)
@@ -47,7 +47,7 @@ def run_tasks(tasks: list[dict], workers: int, progress: bool = True) -> list[di
     """Run every task (longest first) on ``workers`` processes; results in task order."""
     from tqdm import tqdm
 
-    from theory import simulator as S
+    from hybridopt.theory import simulator as S
 
     order = sorted(range(len(tasks)), key=lambda i: -_estimated_cost(tasks[i]))
     results: list = [None] * len(tasks)
@@ -185,7 +185,7 @@ def epoch_cost(inst_dict: dict, reps: int = 3) -> float:
     """Seconds of one HybridRR epoch (n steps + the exact measurement) on this instance."""
     import torch
 
-    from theory import simulator as S
+    from hybridopt.theory import simulator as S
 
     torch.set_num_threads(1)
     inst = S.Instance(**inst_dict)
@@ -200,7 +200,7 @@ def epoch_cost(inst_dict: dict, reps: int = 3) -> float:
 def instance_constants(tasks) -> dict[str, dict]:
     """Certified constants of every instance in ``tasks`` with the theorem's derived quantities
     (evaluated at ε = ‖∇f(z₀)‖/2), keyed by instance."""
-    from theory import simulator as S
+    from hybridopt.theory import simulator as S
 
     consts = {}
     for t in tasks:
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
-    from theory import sim_plots
+    from hybridopt.theory import sim_plots
 
     if args.plots_only:
         path = out / "simulation.json"
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from hybridopt.io import write_json
-    from theory import simulator as S
+    from hybridopt.theory import simulator as S
 
     t0 = time.perf_counter()
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None

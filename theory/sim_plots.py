@@ -1,6 +1,6 @@
 """Figures P1–P4 of spec §6, drawn from ``simulation.json`` only (never re-runs anything).
 
-    python -m theory.sim_plots DIR/simulation.json [OUTDIR]
+    python -m hybridopt.theory.sim_plots DIR/simulation.json [OUTDIR]
 """
 from __future__ import annotations
 

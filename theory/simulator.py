@@ -35,8 +35,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from theory.bound import evaluate_bound, evaluate_theorem
-from theory.families import DT, Family, make_family
+from hybridopt.theory.bound import evaluate_bound, evaluate_theorem
+from hybridopt.theory.families import DT, Family, make_family
 
 #: ε-grid ratio between neighbours (spec §6: ε_j = ε_max 2^{-j/2}).
 GRID_RATIO = 2 ** -0.5

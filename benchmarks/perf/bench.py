@@ -45,15 +45,16 @@ from typing import Any, Callable
 import torch
 
 import hybridopt as ho
+from hybridopt import methods
+from hybridopt.methods import METHODS
 from hybridopt import directions as ho_directions
 from hybridopt import optimizer as ho_optimizer
 
 from .mezo_reference import PASSES_PER_STEP, MeZOReference, named_subset
 
 SCHEMA = "hybridopt.bench/1"
-METHODS = ("fo-full", "fo-peft", "zo-full", "zo-peft", "hybrid")
 STEP_ITEMS = METHODS + ("hybrid-forward", "mezo-reference")
-ZO_METHODS = ("zo-full", "zo-peft", "hybrid", "hybrid-forward")
+ZO_METHODS = tuple(m for m in METHODS if methods.get(m).has_zo) + ("hybrid-forward",)
 MEMORY_ITEMS = ("inference",) + METHODS + ("mezo-reference",)
 
 #: paper shapes built randomly initialised (no weights, no network)
@@ -158,8 +159,8 @@ def build_workload(cfg: BenchConfig) -> Workload:
                 max_tensor_numel=max(p.numel() for p in base + adapter))
     batch = torch.arange(cfg.batch)
     if tok is not None:
-        from benchmarks.scoring import encode_split, make_loss_fn
-        from benchmarks.tasks import load_split
+        from hybridopt.benchmarks.scoring import encode_split, make_loss_fn
+        from hybridopt.benchmarks.tasks import load_split
 
         examples = load_split("sst2", "train")
         if len(examples) < cfg.batch:
@@ -438,8 +439,8 @@ def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = BenchConfig(**{**spec["config"], "memory_items": tuple(spec["config"]["memory_items"])})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    import benchmarks.scoring  # noqa: F401  (libraries loaded before the baseline)
-    import benchmarks.tasks  # noqa: F401
+    import hybridopt.benchmarks.scoring  # noqa: F401  (libraries loaded before the baseline)
+    import hybridopt.benchmarks.tasks  # noqa: F401
     import peft  # noqa: F401
     import transformers  # noqa: F401
     import hybridopt.llm  # noqa: F401
@@ -469,12 +470,10 @@ def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_memory_subprocesses(cfg: BenchConfig, items=MEMORY_ITEMS, log=lambda s: None) -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
     spec = json.dumps({"config": cfg.to_dict(), "items": list(items)})
-    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           **MALLOC_ENV}
-    res = subprocess.run([sys.executable, "-m", "benchmarks.perf.bench", "--memory-worker", spec],
-                         capture_output=True, text=True, cwd=str(root), env=env)
+    env = {**os.environ, **MALLOC_ENV}  # the worker imports the installed package, like the parent
+    res = subprocess.run([sys.executable, "-m", "hybridopt.benchmarks.perf.bench", "--memory-worker", spec],
+                         capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"memory worker failed:\n{res.stderr[-3000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -766,5 +765,5 @@ if __name__ == "__main__":  # memory worker entry point (subprocess)
     if len(sys.argv) == 3 and sys.argv[1] == "--memory-worker":
         print(json.dumps(memory_worker(json.loads(sys.argv[2]))))
         sys.exit(0)
-    print("usage: python -m benchmarks.perf.bench --memory-worker SPEC_JSON (use `hybridopt bench`)", file=sys.stderr)
+    print("usage: python -m hybridopt.benchmarks.perf.bench --memory-worker SPEC_JSON (use `hybridopt bench`)", file=sys.stderr)
     sys.exit(2)

@@ -21,6 +21,6 @@ if ! "$PY" -c "import torch, transformers, peft" > "$OUT/preflight.txt" 2>&1; th
   echo "preflight failed: torch/transformers/peft not importable" | tee -a "$OUT/preflight.txt"
   exit 3
 fi
-timeout -k 10 470 "$PY" -m benchmarks.perf.gpu_check --out "$OUT" --budget "$BUDGET" "${ARGS[@]}" \
+timeout -k 10 470 "$PY" -m hybridopt.benchmarks.perf.gpu_check --out "$OUT" --budget "$BUDGET" "${ARGS[@]}" \
   2>&1 | tee "$OUT/gpu_check.log"
 exit "${PIPESTATUS[0]}"

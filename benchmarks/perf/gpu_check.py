@@ -78,7 +78,7 @@ SHRUNK_CHUNK_ELEMENTS = 4096
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.perf.gpu_check")
+    p = argparse.ArgumentParser(prog="python -m hybridopt.benchmarks.perf.gpu_check")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--shrink", action="store_true", help="small shapes (CPU test of the script)")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import finetune_main
+from hybridopt.benchmarks.cli import finetune_main
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "BAD_INPUTS.md"
 BASE = ["--task", "sst2", "--method", "hybrid", "--model", "tiny-llama", "--steps", "2"]

@@ -41,7 +41,7 @@ def _digest(params) -> str:
 
 
 def _run(method, comm):
-    from benchmarks import runner
+    from hybridopt.benchmarks import runner
 
     cfg = _cfg(method)
     s = runner.setup(cfg, runner.load_examples(cfg), comm)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import hybridopt as ho
-from benchmarks import runner
-from benchmarks.config import ConfigError, build_config
+from hybridopt.benchmarks import runner
+from hybridopt.benchmarks.config import ConfigError, build_config
 
 TINY = {"model": "tiny-llama", "steps": 6, "batch_size": 4, "eval_every": 2, "n_train": 16, "n_dev": 8,
         "n_test": 8, "max_length": 64}
@@ -22,7 +22,7 @@ TIMING_KEYS = {"seconds_per_step", "peak_memory_bytes", "tokens_per_second", "ti
 
 def cfg_for(method, task="sst2", **kw):
     """Tiny-model config; optimizer options are kept only where the method has that block."""
-    from benchmarks.config import FO_OPTIONS, ZO_OPTIONS
+    from hybridopt.benchmarks.config import FO_OPTIONS, ZO_OPTIONS
 
     over = {**TINY, **kw}
     opt = {"lr_x": 1e-3, "lr_y": 1e-2, "mu": 1e-2, **over.get("optimizer", {})}

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from benchmarks import runner
-from benchmarks.cli import grid_main
-from benchmarks.config import ConfigError
-from benchmarks.grid import parse_grid, run_grid, trial_configs
+from hybridopt.benchmarks import runner
+from hybridopt.benchmarks.cli import grid_main
+from hybridopt.benchmarks.config import ConfigError
+from hybridopt.benchmarks.grid import parse_grid, run_grid, trial_configs
 
 from .test_finetune import cfg_for, numbers
 

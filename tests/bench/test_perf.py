@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from benchmarks.perf import cli, gpu_check
+from hybridopt.benchmarks.perf import cli, gpu_check
 from hybridopt.cli import COMMANDS
 
 REQUIRED_RATIOS = ("hybrid_step_over_floor", "hybrid_reuse_step_over_floor", "zo_pass_time_over_two_forwards",
@@ -72,7 +72,7 @@ def test_bench_bad_arguments_exit_2(argv, tmp_path, capsys):
 
 
 def test_bench_command_registered():
-    assert COMMANDS["bench"][:2] == ("benchmarks.perf.cli", "main")
+    assert COMMANDS["bench"][:2] == ("hybridopt.benchmarks.perf.cli", "main")
 
 
 def test_piece_timer_sees_chunked_probes(monkeypatch):
@@ -81,7 +81,7 @@ def test_piece_timer_sees_chunked_probes(monkeypatch):
     import torch
 
     import hybridopt as ho
-    from benchmarks.perf.bench import _around_zo_pieces
+    from hybridopt.benchmarks.perf.bench import _around_zo_pieces
     from hybridopt import directions as D
 
     monkeypatch.setattr(D, "CHUNK_ELEMENTS", 1000)

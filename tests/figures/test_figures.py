@@ -10,10 +10,10 @@ import re
 import pytest
 
 from hybridopt.io import write_json
-from paper_figures import derive, ledger, report
-from paper_figures.reproduce import draw_all, load_scale, plan_runs
+from hybridopt.paper_figures import derive, ledger, report
+from hybridopt.paper_figures.reproduce import draw_all, load_scale, plan_runs
 
-METHODS = ("fo-full", "fo-peft", "zo-full", "zo-peft", "hybrid")
+from hybridopt.methods import METHODS  # noqa: E402
 
 
 def fake_result(task, method, steps=12, n=4, speed=1.0, seed=0):
@@ -125,7 +125,7 @@ def test_derived_quantities():
 
 
 def test_presets_plan_and_validate():
-    from benchmarks.config import build_config
+    from hybridopt.benchmarks.config import build_config
 
     for name in ("quick", "default", "paper"):
         scale = load_scale(name)
@@ -144,7 +144,7 @@ def test_presets_plan_and_validate():
 
 def test_run_config_files_round_trip_through_the_cli_config_loader(tmp_path):
     """Each run's config.json (what `hybridopt finetune --config` gets) rebuilds the same config."""
-    from benchmarks.config import build_config
+    from hybridopt.benchmarks.config import build_config
 
     for name in ("quick", "default", "paper"):
         for j in plan_runs(load_scale(name)):
@@ -156,7 +156,7 @@ def test_run_config_files_round_trip_through_the_cli_config_loader(tmp_path):
 
 def test_isolated_run_in_a_subprocess(tmp_path):
     """The default scale runs each fine-tuning run as `hybridopt finetune --config ...` in its own process."""
-    from paper_figures.reproduce import run_one
+    from hybridopt.paper_figures.reproduce import run_one
 
     scale = load_scale("quick")
     job = next(j for j in plan_runs(scale) if j["method"] == "fo-full")

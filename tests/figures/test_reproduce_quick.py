@@ -6,7 +6,7 @@ import json
 import time
 
 from hybridopt.cli import main as cli
-from paper_figures import ledger
+from hybridopt.paper_figures import ledger
 
 
 def test_reproduce_quick_end_to_end_then_redraw(tmp_path, capsys):

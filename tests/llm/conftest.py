@@ -33,17 +33,17 @@ def tiny_model(make_tiny):
 
 @pytest.fixture(scope="session")
 def sst2_dev():
-    from benchmarks.tasks import load_split
+    from hybridopt.benchmarks.tasks import load_split
     return load_split("sst2", "dev")
 
 
 @pytest.fixture(scope="session")
 def wino_dev():
-    from benchmarks.tasks import load_split
+    from hybridopt.benchmarks.tasks import load_split
     return load_split("winogrande", "dev")
 
 
 @pytest.fixture(scope="session")
 def wsc_dev():
-    from benchmarks.tasks import load_split
+    from hybridopt.benchmarks.tasks import load_split
     return load_split("wsc", "dev")

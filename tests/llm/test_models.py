@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from benchmarks.scoring import encode_split, evaluate, make_loss_fn
+from hybridopt.benchmarks.scoring import encode_split, evaluate, make_loss_fn
 from hybridopt.llm import attach_peft, load_model, parameter_blocks, tiny_tokenizer
 from hybridopt.llm.models import PRESETS, resolve_dtype
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.scoring import (EncodedSplit, accuracy, candidate_scores, classification_loss,
+from hybridopt.benchmarks.scoring import (EncodedSplit, accuracy, candidate_scores, classification_loss,
                                 encode_pair, encode_split, evaluate, make_loss_fn)
-from benchmarks.tasks import Example
+from hybridopt.benchmarks.tasks import Example
 
 
 def reference_score(model, ctx: list[int], cont: list[int]) -> float:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import tasks
-from benchmarks.tasks import DATA_DIR, Example, get_task, load_records, load_split
+from hybridopt.benchmarks import tasks
+from hybridopt.benchmarks.tasks import DATA_DIR, Example, get_task, load_records, load_split
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"

@@ -1,7 +1,7 @@
 """Hypothesis strategies shared by the theory tests (spec §5)."""
 from hypothesis import strategies as st
 
-from theory.families import make_family
+from hybridopt.theory.families import make_family
 
 FAMS = ("A", "B", "C")
 

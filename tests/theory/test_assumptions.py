@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory.assumptions import A1, A3_II, HGS, HGS_Y, MONITOR, Inequality, Report
-from theory.families import DT, make_family
-from theory.simulator import trajectory
+from hybridopt.theory.assumptions import A1, A3_II, HGS, HGS_Y, MONITOR, Inequality, Report
+from hybridopt.theory.families import DT, make_family
+from hybridopt.theory.simulator import trajectory
 
 try:
     from strategies import FAMS, instances

@@ -30,9 +30,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hybridopt import HybridConfig, HybridOptimizer, RandomReshuffling, train
-from theory import lemmas as LM
-from theory.bound import evaluate_theorem
-from theory.families import DT, make_family
+from hybridopt.theory import lemmas as LM
+from hybridopt.theory.bound import evaluate_theorem
+from hybridopt.theory.families import DT, make_family
 
 try:
     from stats import batch_mean_se, bonferroni_z, mc_le

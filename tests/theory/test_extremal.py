@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given, strategies as st
 
 from stats import det_ge, det_le, mc_eq, mc_le, sharp
-from theory import lemmas
-from theory.extremal import E1, E2, E3, E4, E5, two_point_estimate
+from hybridopt.theory import lemmas
+from hybridopt.theory.extremal import E1, E2, E3, E4, E5, two_point_estimate
 
 N_MC = 200_000          # spec §5: N = 2e5 for L3
 N_REP = 4000            # spec §5: N_rep = 4000 epochs for L4(b)

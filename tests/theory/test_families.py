@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory.families import DT, FamilyA, FamilyB, FamilyC, gaussian_expectation, make_family
+from hybridopt.theory.families import DT, FamilyA, FamilyB, FamilyC, gaussian_expectation, make_family
 
 try:
     from strategies import FAMS, instances

@@ -21,12 +21,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory import lemmas as LM
-from theory.constants import L as L_block
-from theory.constants import ell as ell_block
-from theory.families import DT, make_family
-from theory.simulator import trajectory
-from theory.symbols import SYMBOLS
+from hybridopt.theory import lemmas as LM
+from hybridopt.theory.constants import L as L_block
+from hybridopt.theory.constants import ell as ell_block
+from hybridopt.theory.families import DT, make_family
+from hybridopt.theory.simulator import trajectory
+from hybridopt.theory.symbols import SYMBOLS
 
 try:
     from stats import det_le, mc_eq, mc_le

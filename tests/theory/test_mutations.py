@@ -10,7 +10,7 @@ import pytest
 
 from test_extremal import (check_L1a_E1, check_L1bc_E2_sharp, check_L2a_E3, check_L3bc_E4, check_L3bc_E5,
                            check_L4a_E5, check_L4b_E5)
-from theory import lemmas
+from hybridopt.theory import lemmas
 
 
 def _m1():   # drop e^{Lambda_1} in gbar: T2 L1(a) on E1, h1 = 2

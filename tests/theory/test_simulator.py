@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from theory import sim_cli, simulator as S
-from theory.families import DT
+from hybridopt.theory import sim_cli, simulator as S
+from hybridopt.theory.families import DT
 
 TINY = S._inst("A", dict(n=2, d_x=3, d_y=1, m=1, beta=0.5), start_seed=2, q=4, replicates=16)
 #: n = 1 keeps the scaling points to a few hundred steps

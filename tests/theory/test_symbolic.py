@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from theory import bound, constants, lemmas
-from theory.constants import E1, DISPLAY, L_X, L_Y, V, G_plus, ell
-from theory.symbols import SYMBOLS
+from hybridopt.theory import bound, constants, lemmas
+from hybridopt.theory.constants import E1, DISPLAY, L_X, L_Y, V, G_plus, ell
+from hybridopt.theory.symbols import SYMBOLS
 
 S = SYMBOLS
 m, n, q, G = S["m"], S["n"], S["q"], S["G"]

@@ -10,8 +10,8 @@ import sympy as sp
 from hypothesis import example, given, strategies as st
 
 from stats import det_le
-from theory import bound, cli
-from theory.symbols import SYMBOLS
+from hybridopt.theory import bound, cli
+from hybridopt.theory.symbols import SYMBOLS
 
 HGS = ("L_x0", "L_x1", "L_y0", "L_y1", "L_xy0", "L_xy1")
 PREC = 60
@@ -125,7 +125,7 @@ def test_evaluate_theorem_vectorised_and_regimes():
 
 
 def test_evaluate_bound_matches_lemma_objects():
-    from theory import lemmas
+    from hybridopt.theory import lemmas
 
     c = dict(L_x0=1, L_x1=0.5, L_y0=2, L_y1=1, L_xy0=0.3, L_xy1=0.1, G=1.2, n=4, d_x=20, Delta=0.5, q=2)
     r = bound.evaluate_bound(c, np.array([1, 10, 100]), 1e-3, 2e-3, 1e-2)
@@ -157,7 +157,7 @@ def test_cli_outputs(capsys):
 
 
 def test_cli_family():
-    families = pytest.importorskip("theory.families")
+    families = pytest.importorskip("hybridopt.theory.families")
     if not hasattr(families, "make_family"):
         pytest.skip("theory.families.make_family not available yet")
     import contextlib
@@ -175,13 +175,13 @@ def test_readme_generated_sections_are_current():
     text = cli.README.read_text()
     assert "own formalization" in text
     i, j = text.index(cli.BEGIN) + len(cli.BEGIN), text.index(cli.END)
-    assert text[i:j].strip() == cli.render_markdown().strip(), "run: python -m theory.cli --update-readme"
+    assert text[i:j].strip() == cli.render_markdown().strip(), "run: python -m hybridopt.theory.cli --update-readme"
 
 
 def test_tested_by_entries_exist():
     from pathlib import Path
 
-    from theory import lemmas
+    from hybridopt.theory import lemmas
 
     root = Path(__file__).resolve().parents[2]
     for name in lemmas.NAMES:
