@@ -191,7 +191,7 @@ def build_config(task: str | None = None, method: str | None = None, config_file
     return cfg
 
 
-ZO_OPTIONS = ("lr_x", "mu", "q", "estimator", "direction", "weight_decay_x")
+ZO_OPTIONS = ("lr_x", "mu", "q", "estimator", "direction", "weight_decay_x", "zo_rule", "zo_momentum")
 FO_OPTIONS = ("lr_y", "fo_optimizer", "momentum", "betas", "adam_eps", "weight_decay_y")
 
 

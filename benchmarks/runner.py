@@ -32,7 +32,7 @@ from .config import ConfigError, FinetuneConfig
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
 SELECTED = "selected.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: ZO log entries (step, seed, gamma, lr, decay) and the ZO rule state
 
 
 class RunError(RuntimeError):
@@ -71,7 +71,9 @@ class History:
     fo_grad_sq: list[float] = field(default_factory=list)
     zo_grad_sq_est: list[float] = field(default_factory=list)
     zo_curvature: list[float] = field(default_factory=list)
-    zo_passes: list[int] = field(default_factory=list)
+    zo_passes: list[float] = field(default_factory=list)
+    zo_draws: list[float] = field(default_factory=list)
+    zo_writes: list[float] = field(default_factory=list)
     zo_evals: int = 0
     fo_grads: int = 0
     dev_curve: list[list[float]] = field(default_factory=list)
@@ -321,6 +323,8 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
             hist.losses.append(loss)
             hist.epochs.append(s.sampler.batch_epoch)
             hist.zo_passes.append(stats.zo_passes)
+            hist.zo_draws.append(stats.zo_draws)
+            hist.zo_writes.append(stats.zo_writes)
             hist.zo_evals += stats.zo_evals
             hist.fo_grads += stats.fo_grads
             hist.train_tokens += s.problem.loss_fn.encoded.subset(batch).num_tokens()
@@ -346,6 +350,7 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
                                   f"checkpoint saved, continue with --resume", signals.received)
     if bar is not None:
         bar.close()
+    s.optimizer.flush()  # the last ZO update is folded into a sweep that will not come: write it now
     if verify and s.problem.zo_params and not verify_reconstruction(cfg, s):
         raise RunError("the ZO block rebuilt from the initial model + ZO log differs from the live weights")
 
@@ -355,7 +360,7 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
         if lead:
             torch_save(out / SELECTED, {"config": cfg.to_dict(), "best_step": hist.best_step,
                                         "fo_params": hist.best_fo,
-                                        "zo_log": [(e.step, e.seed, e.coeffs, e.decay) for e in s.optimizer.zo_log
+                                        "zo_log": [e.to_tuple() for e in s.optimizer.zo_log
                                                    if e.step < hist.best_step]})
             result = _result(cfg, s, hist, None, time.time() - t_start)
             write_json(out / RESULT, result)
@@ -388,7 +393,7 @@ def evaluate_selected(cfg: FinetuneConfig, run_dir: str | Path) -> float:
     s = setup(cfg)
     for p, v in zip(s.problem.fo_params, state["fo_params"]):
         p.copy_(v.to(p.device))
-    ho.replay_zo_log(s.problem.zo_params, [ho.ZOLogEntry(*e) for e in state["zo_log"]], cfg.hybrid_config())
+    ho.replay_zo_log(s.problem.zo_params, [ho.ZOLogEntry.from_tuple(e) for e in state["zo_log"]], cfg.hybrid_config())
     return _evaluate(s, cfg, s.test)
 
 
@@ -402,6 +407,17 @@ def _communication(s: Setup) -> dict[str, Any] | None:
             "zo_bytes_per_step": statistics.median(z for z, _ in per) if per else 0,
             "fo_bytes_per_step": statistics.median(f for _, f in per) if per else 0,
             "full_ft_allreduce_bytes_per_step": model_bytes}
+
+
+def _sweep_counts(hist: History) -> dict[str, float]:
+    """Per step, in units of the ZO block's size: direction elements drawn, ZO weights written,
+    ZO weights read or written by the ZO machinery (medians over the steps after the first,
+    which has no update of a previous step to write)."""
+    def med(xs):
+        xs = xs[1:] if len(xs) > 1 else xs
+        return statistics.median(xs) if xs else 0.0
+    return {"zo_draws_per_step": med(hist.zo_draws), "zo_weight_writes_per_step": med(hist.zo_writes),
+            "zo_weight_passes_per_step": med(hist.zo_passes)}
 
 
 def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall: float) -> dict[str, Any]:
@@ -425,7 +441,7 @@ def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall:
                          "zo_dim": sum(p.numel() for p in s.problem.zo_params),
                          "mu": cfg.hybrid_config().mu},
         "oracle_calls": {"zo_evals": hist.zo_evals, "fo_grads": hist.fo_grads,
-                         "zo_passes_per_step": max(hist.zo_passes) if hist.zo_passes else 0},
+                         **_sweep_counts(hist)},
         "sizes": {"train": len(s.train), "dev": len(s.dev), "test": len(s.test),
                   "steps_per_epoch": s.sampler.steps_per_epoch,
                   "zo_params": sum(p.numel() for p in s.problem.zo_params),

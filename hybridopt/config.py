@@ -5,7 +5,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from .types import DIRECTIONS, ESTIMATORS, FO_OPTIMIZERS, SCHEDULES
+from .estimators import ESTIMATORS
+from .laws import LAWS
+from .types import FO_OPTIMIZERS, SCHEDULES
+from .zo_rules import ZO_RULES
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -34,8 +37,10 @@ class HybridConfig:
 
     ``lr_x`` (η_x) and ``lr_y`` (η_y) are the two learning rates of the ZO and FO blocks;
     ``mu`` the smoothing radius; ``q`` the number of directions per step.  The theorem's
-    method is ``estimator='central'``, ``direction='gaussian'``, ``fo_optimizer='sgd'``,
-    no weight decay and a constant schedule.  ``grad_accum`` splits each mini-batch into that
+    method is ``estimator='paired'`` (or ``'central'``: the same estimator from two forwards),
+    ``direction='gaussian'``, ``zo_rule='sgd'``, ``fo_optimizer='sgd'``, no weight decay and a
+    constant schedule.  ``zo_rule='momentum'`` is ZO-SGD with momentum ``zo_momentum`` on the ZO
+    block (:mod:`hybridopt.zo_rules`).  ``grad_accum`` splits each mini-batch into that
     many micro-batches evaluated with the *same* directions (memory, not maths: the estimate
     equals the one on the whole batch).  ``fo_at`` = ``'unperturbed'`` takes ∇_y f at (x, y),
     as analysed; the forward estimator then reuses that forward for f(x, y) (one perturbed
@@ -49,9 +54,11 @@ class HybridConfig:
     lr_y: float = 1e-4
     mu: float = 1e-3
     q: int = 1
-    estimator: str = "central"
+    estimator: str = "paired"
     direction: str = "gaussian"
     direction_dtype: str = "auto"
+    zo_rule: str = "sgd"
+    zo_momentum: float = 0.9
     fo_optimizer: str = "sgd"
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
@@ -70,9 +77,12 @@ class HybridConfig:
         _positive("lr_y", self.lr_y)
         _positive("mu", self.mu)
         _int("q", self.q, 1)
-        _choice("estimator", self.estimator, ESTIMATORS)
-        _choice("direction", self.direction, DIRECTIONS)
+        _choice("estimator", self.estimator, tuple(ESTIMATORS))
+        _choice("direction", self.direction, tuple(LAWS))
         _choice("direction_dtype", self.direction_dtype, ("auto", "float32"))
+        _choice("zo_rule", self.zo_rule, tuple(ZO_RULES))
+        if not 0 <= self.zo_momentum < 1:
+            raise ValueError(f"zo_momentum must be in [0, 1), got {self.zo_momentum!r}")
         _choice("fo_optimizer", self.fo_optimizer, FO_OPTIMIZERS)
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")

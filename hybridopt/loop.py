@@ -15,17 +15,21 @@ def train(optimizer: HybridOptimizer, sampler: RandomReshuffling, steps: int,
 
     ``callback(stats, epoch, trace)`` runs after every step (evaluation, logging,
     checkpoints); returning ``True`` stops the loop.  Passing the ``trace`` of an earlier
-    call continues it.
+    call continues it.  On return the last ZO update has been applied (flushed), so the
+    problem's tensors hold the trained weights.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     if sampler.n != optimizer.problem.n:
         raise ValueError(f"sampler has n={sampler.n} but the problem has n={optimizer.problem.n}")
     trace = trace if trace is not None else Trace()
-    for _ in range(steps):
-        batch = sampler.next_batch()
-        stats = optimizer.step(batch)
-        trace.record(stats, sampler.batch_epoch)
-        if callback is not None and callback(stats, sampler.batch_epoch, trace):
-            break
+    try:
+        for _ in range(steps):
+            batch = sampler.next_batch()
+            stats = optimizer.step(batch)
+            trace.record(stats, sampler.batch_epoch)
+            if callback is not None and callback(stats, sampler.batch_epoch, trace):
+                break
+    finally:
+        optimizer.flush()
     return trace

@@ -1,15 +1,18 @@
 """One HybridRR step (spec §2, inner loop body), for any :class:`~hybridopt.problem.Problem`.
 
-For a mini-batch B (the spec's case is |B| = 1) at z = (x, y):
+For a mini-batch B (the spec's case is |B| = 1) at z_t = (x_t, y_t):
 
-    h  = ∇_y f_B(x, y)                                          (FO block, autograd, unperturbed point)
-    g_r = [f_B(x + μ u_r, y) - f_B(x - μ u_r, y)] / (2μ)        (central; r = 1..q)
-    x <- x - η_x (1/q) Σ_r g_r u_r ,   y <- y - η_y h             (Jacobi: both read z)
+    g_r = [f_B(x_t + μu_r, y_t) − f_B(x_t − μu_r, y_t)] / (2μ)    ZO block, r = 1..q  (estimator)
+    h   = ∇_y f_B(x_t, y_t)                                         FO block, autograd, unperturbed point
+    x_{t+1} = x_t − η_x (1/q) Σ_r g_r u_r ,  y_{t+1} = y_t − η_y h     both read z_t (Jacobi)
 
-Cost per step with q directions and M micro-batches: 2qM perturbed forwards (each perturbs
-on the fly, see :mod:`hybridopt.directions`) + 1 update sweep over the ZO block, i.e. 3 sweeps
-that generate directions for q = M = 1 (MeZO's published step makes 4 in-place passes).  The
-projected gradients g_r never leave the device.
+Cost per step (q = 1, paired estimator, :class:`~hybridopt.problem.ModuleProblem`): one forward
+over a doubled batch for both probes, during which each ZO tensor is read once, gets the
+*previous* step's update written and is perturbed for the probes; the update x_{t+1} is then
+left pending for the next sweep.  So the ZO block's memory is passed over **once** per step and
+each direction is drawn **twice** (for the probe pair, and regenerated for the update), against
+four passes for MeZO's published step.  The FO gradient is taken after the probes, at the same
+z_t.  ``StepStats`` reports the draws, writes and passes of every step.
 """
 from __future__ import annotations
 
@@ -19,22 +22,32 @@ from typing import Any, Sequence
 import torch
 
 from .config import HybridConfig, lr_multiplier
-from .directions import Directions, Perturbation
+from .directions import Directions
 from .distributed import Communicator
+from .estimators import Estimate, get_estimator
 from .problem import Problem
 from .rng import step_seed
-from .updates import apply_zo_update, make_fo_optimizer
+from .sweep import SweepContext
+from .updates import make_fo_optimizer
+from .zo_rules import ZOUpdate, make_rule
 
 
 @dataclass
 class StepStats:
-    """What one step did. ``loss`` is f_B at the unperturbed point when it was evaluated
-    (FO block present, or forward estimator), else the mean of the 2q probe values (= f_B
-    up to O(μ²)).  ``projected`` holds the q projected gradients g_r (device tensor); with
-    Gaussian directions E[g_r²] = ||∇_x f_B||² + O(μ²), an estimate of the ZO block's squared
-    gradient.  ``fo_grad_sq`` = ||∇_y f_B||² exactly (before the FO update).  ``curvature``
-    holds the q second differences [f(x+μu_r) + f(x-μu_r) - 2 f(x)]/μ² = u_rᵀ∇²ₓf u_r + O(μ²)
-    when f(x) was evaluated (central estimator with an FO block), else None."""
+    """What one step did.  ``loss`` is f_B at the unperturbed point when it was evaluated (FO
+    block present, or forward estimator), else the mean of the 2q probe values (= f_B up to
+    O(μ²)).  ``projected`` holds the q projected gradients g_r (device tensor); with Gaussian
+    directions E[g_r²] = ‖∇ₓf_B‖² + O(μ²).  ``fo_grad_sq`` = ‖∇_y f_B‖² exactly (before the FO
+    update).  ``curvature``: the q second differences [f(x+μu_r) + f(x−μu_r) − 2f(x)]/μ² =
+    u_rᵀ∇²ₓf u_r + O(μ²), when f(x) was evaluated (central estimators with an FO block).
+
+    ``zo_draws`` / ``zo_writes`` / ``zo_passes``: elements of directions drawn, of ZO weights
+    written, and of ZO weights read or written by the ZO machinery, during this step, each
+    divided by the size of the ZO block (the FO forward's own reads of the weights are not
+    counted).  ``zo_change`` = −η_x (1/q) Σ_r g_r², the first-order predicted change of f_B from
+    the step's ZO update (g_r estimating ⟨∇ₓf_B, u_r⟩; SGD rule only); ``fo_change`` =
+    ⟨∇_y f_B, y_{t+1} − y_t⟩ (exact first-order prediction of the FO update; with
+    ``track_changes=True``)."""
 
     step: int
     loss: torch.Tensor
@@ -43,19 +56,39 @@ class StepStats:
     curvature: torch.Tensor | None
     zo_evals: int
     fo_grads: int
-    zo_passes: int
+    zo_passes: float
     lr_x: float
     lr_y: float
+    zo_draws: float = 0.0
+    zo_writes: float = 0.0
+    zo_change: torch.Tensor | None = None
+    fo_change: torch.Tensor | None = None
 
 
 @dataclass
 class ZOLogEntry:
-    """Everything needed to redo step ``step``'s ZO update: x <- decay·x + Σ_r coeffs[r] u_r."""
+    """Everything needed to redo step ``step``'s ZO update: the seed of its directions, the
+    estimate's coefficients γ_r = g_r/q (shape (q, *replicates)), η_x and the decay factor."""
 
     step: int
     seed: int
-    coeffs: torch.Tensor
+    gamma: torch.Tensor
+    lr: float
     decay: float
+
+    def to_tuple(self) -> tuple:
+        return (self.step, self.seed, self.gamma, self.lr, self.decay)
+
+    @classmethod
+    def from_tuple(cls, t: Sequence) -> "ZOLogEntry":
+        return cls(*t)
+
+
+@dataclass
+class _FOPass:
+    losses: list[torch.Tensor]    # f at the unperturbed point, per micro-batch
+    loss: torch.Tensor            # their weighted sum (this rank's share of f_B)
+    grad_sq: torch.Tensor
 
 
 class HybridOptimizer:
@@ -66,25 +99,34 @@ class HybridOptimizer:
     CACHE_LIMIT = 1 << 22
 
     def __init__(self, problem: Problem, config: HybridConfig | None = None, keep_zo_log: bool = True,
-                 cache_directions: bool | None = None, comm: "Communicator | None" = None) -> None:
-        """``cache_directions``: None chooses by size (:attr:`CACHE_LIMIT`); the result is
-        bit-identical either way, only memory and time differ.  ``comm``: a
-        :class:`~hybridopt.distributed.Communicator` for data parallelism (each rank evaluates
-        its shard of the global batch; see :mod:`hybridopt.distributed`)."""
+                 cache_directions: bool | None = None, comm: Communicator | None = None,
+                 fold_updates: bool | None = None, context: SweepContext | None = None,
+                 track_changes: bool = False) -> None:
+        """``cache_directions``: None chooses by size (:attr:`CACHE_LIMIT`); ``fold_updates``:
+        None = the problem's choice (folded for a ModuleProblem); ``context``: the sweep context
+        (chunking, draw threads, scratch memory; a new one by default).  None of the three
+        changes a single bit of the run, only its memory and time.  ``comm``: a
+        :class:`~hybridopt.distributed.Communicator` for data parallelism."""
         if comm is not None and problem.replicate_shape:
             raise ValueError("data parallelism does not combine with replicate-batched problems")
-        self.problem = problem
-        self.comm = comm
-        self.acc_dtype = _acc_dtype(problem)
+        self.problem, self.comm = problem, comm
         self.config = config or HybridConfig()
-        self.step_count = 0
+        self.context = context if context is not None else SweepContext()
+        problem.bind(self.context)
+        self.estimator = get_estimator(self.config.estimator)
+        self.rule = make_rule(self.config)
+        self.rule_state = self.rule.init_state(problem.zo_params)
         self.fo_opt = make_fo_optimizer(problem.fo_params, self.config)
+        self.acc_dtype = _acc_dtype(problem)
+        self.step_count = 0
         self.keep_zo_log = keep_zo_log
         self.zo_log: list[ZOLogEntry] = []
+        self.fold = problem.folds_updates if fold_updates is None else bool(fold_updates)
+        self.track_changes = track_changes
         if cache_directions is None:
-            size = sum(p.numel() for p in problem.zo_params) * self.config.q
-            cache_directions = size <= self.CACHE_LIMIT
+            cache_directions = sum(p.numel() for p in problem.zo_params) * self.config.q <= self.CACHE_LIMIT
         self.cache_directions = cache_directions
+        self._zo_numel = max(1, sum(p.numel() for p in problem.zo_params))
 
     @property
     def zo_params(self) -> list[torch.Tensor]:
@@ -98,125 +140,149 @@ class HybridOptimizer:
         """The q directions of ``step`` (regenerated from the base seed and the step index)."""
         return Directions(self.config.direction, step_seed(self.config.seed, step), self.zo_params,
                           q=self.config.q, replicate_shape=self.problem.replicate_shape,
-                          cache=self.cache_directions, dtype=self.config.direction_dtype)
+                          cache=self.cache_directions, dtype=self.config.direction_dtype, context=self.context)
 
-    def _micro_batches(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        m = min(self.config.grad_accum, batch.shape[-1])
-        return [c for c in torch.tensor_split(batch, m, dim=-1) if c.shape[-1] > 0]
+    def learning_rates(self, step: int) -> tuple[float, float]:
+        mult = lr_multiplier(self.config, step)
+        return self.config.lr_x * mult, self.config.lr_y * mult
 
+    # -- the step ---------------------------------------------------------------------------
     def step(self, batch: torch.Tensor) -> StepStats:
         """One step on the (global) mini-batch ``batch`` of component indices."""
-        cfg, prob, comm = self.config, self.problem, self.comm
-        t = self.step_count
-        mult = lr_multiplier(cfg, t)
-        lr_x, lr_y = cfg.lr_x * mult, cfg.lr_y * mult
-        total = batch.shape[-1]
-        local = comm.shard(batch) if comm is not None else batch
-        share = local.shape[-1] / total  # this rank's weight in the global batch mean
-        micro = self._micro_batches(local)
-        weights = [share * (c.shape[-1] / local.shape[-1]) for c in micro]
-        has_zo, has_fo = bool(self.zo_params), bool(self.fo_params)
-        zo_evals = fo_grads = passes = 0
-        acc_dtype = self.acc_dtype
-
-        # FO block: gradient at the unperturbed point (accumulated over micro-batches).
-        base_losses: list[torch.Tensor] | None = None
-        fo_grad_sq = None
-        if has_fo:
-            self.fo_opt.zero_grad(set_to_none=True)
-            base_losses = []
-            for c, w in zip(micro, weights):
-                loss = prob.loss(c)
-                (loss.sum() * w).backward()
-                base_losses.append(loss.detach())
-            if comm is not None:
-                comm.sum_grads_(self.fo_params)
-            fo_grads = total
-            r = len(prob.replicate_shape)
-            fo_grad_sq = sum(p.grad.detach().pow(2).flatten(r).sum(-1) for p in self.fo_params
-                             if p.grad is not None)
-
-        projected = curvature = None
-        loss = None
-        if base_losses is not None:
-            loss = sum(w * l.to(acc_dtype) for w, l in zip(weights, base_losses))
-        if has_zo:
+        t, cfg = self.step_count, self.config
+        lr_x, lr_y = self.learning_rates(t)
+        micro = self._micro_batches(batch)
+        self.context.counters.take()
+        probes = est = fo = None
+        if self.zo_params:   # f_B(x_t ± μu_r, y_t); the sweeps first finish x_t (the pending update)
             dirs = self.directions(t)
             with torch.no_grad():
-                if cfg.estimator == "forward" and base_losses is None:
-                    base_losses = [prob.loss(c) for c in micro]
-                    loss = sum(w * l.to(acc_dtype) for w, l in zip(weights, base_losses))
-                    zo_evals += total
-                g, curv, probe_sum = [], [], 0.0
-                for r in range(cfg.q):
-                    acc, second = 0.0, 0.0
-                    for i, (c, w) in enumerate(zip(micro, weights)):
-                        f_plus = prob.loss(c, Perturbation(dirs, r, cfg.mu)).to(acc_dtype)
-                        if cfg.estimator == "central":
-                            f_minus = prob.loss(c, Perturbation(dirs, r, -cfg.mu)).to(acc_dtype)
-                            acc = acc + w * (f_plus - f_minus) / (2 * cfg.mu)
-                            probe_sum = probe_sum + w * (f_plus + f_minus) / 2
-                            if base_losses is not None:
-                                second = second + w * (f_plus + f_minus - 2 * base_losses[i].to(acc_dtype))
-                            passes += 2
-                        else:
-                            acc = acc + w * (f_plus - base_losses[i].to(acc_dtype)) / cfg.mu
-                            passes += 1
-                    g.append(acc)
-                    curv.append(second / cfg.mu ** 2)
-                projected = torch.stack(g)
-                if cfg.estimator == "central" and base_losses is not None:
-                    curvature = torch.stack(curv)
-                if loss is None:  # ZO only, central: f_B ~ mean of the 2q probe values
-                    loss = probe_sum / cfg.q
-                if comm is not None:  # the ZO block's only communication: q + 1 scalars
-                    both = comm.sum_(torch.cat([projected.reshape(-1), loss.reshape(-1)]), "zo")
-                    projected, loss = both[:cfg.q].reshape(projected.shape), both[cfg.q:].reshape(loss.shape)
-                    curvature = None  # a diagnostic; not worth a second all-reduce
-                zo_evals += total * cfg.q * (2 if cfg.estimator == "central" else 1)
-                coeffs = projected * (-lr_x / cfg.q)
-                decay = 1.0 - lr_x * cfg.weight_decay_x
-                apply_zo_update(self.zo_params, dirs, coeffs, decay)
-                passes += 1
-                if self.keep_zo_log:
-                    self.zo_log.append(ZOLogEntry(t, dirs.seed, coeffs.detach().clone(), decay))
-        elif comm is not None:
-            loss = comm.sum_(loss.reshape(-1), "fo").reshape(loss.shape)
-
-        if has_fo:
-            for group in self.fo_opt.param_groups:
-                group["lr"] = lr_y
-            self.fo_opt.step()
-        if comm is not None:
-            comm.stats.end_step()
+                probes = self.estimator.probe(self.problem, micro, dirs, cfg.q, cfg.mu)
+        if self.fo_params:   # h = ∇_y f_B(x_t, y_t), at the unperturbed point
+            fo = self._fo_gradient(micro)
+        if probes is not None:   # g_r, then x_{t+1} = x_t − η_x ĝ, left pending for the next sweep
+            base = fo.losses if fo is not None else (self._values(micro) if self.estimator.needs_base else None)
+            with torch.no_grad():
+                est = self.estimator.estimate(probes, [b.detach() for b in base] if base else None, micro,
+                                              cfg.mu, self.acc_dtype)
+            loss = self._all_reduce(est, fo)
+            self._schedule_update(t, dirs, est.projected, lr_x)
+        else:
+            loss = self._all_reduce(None, fo)
+        fo_change = self._fo_update(lr_y) if fo is not None else None   # y_{t+1} = y_t − η_y h
+        if self.comm is not None:
+            self.comm.stats.end_step()
         self.step_count += 1
-        return StepStats(t, loss.detach(), projected, fo_grad_sq, curvature, zo_evals, fo_grads, passes, lr_x, lr_y)
+        return self._stats(t, batch.shape[-1], loss, est, fo, fo_change, lr_x, lr_y)
 
+    def _micro_batches(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
+        """This rank's shard of ``batch`` in ``grad_accum`` micro-batches, each with its weight
+        in the global batch mean."""
+        total = batch.shape[-1]
+        local = self.comm.shard(batch) if self.comm is not None else batch
+        m = min(self.config.grad_accum, local.shape[-1])
+        parts = [c for c in torch.tensor_split(local, m, dim=-1) if c.shape[-1] > 0]
+        return [(c, c.shape[-1] / total) for c in parts]
+
+    def _fo_gradient(self, micro) -> _FOPass:
+        self.fo_opt.zero_grad(set_to_none=True)
+        losses = []
+        for c, w in micro:
+            loss = self.problem.loss(c)
+            (loss.sum() * w).backward()
+            losses.append(loss.detach())
+        if self.comm is not None:
+            self.comm.sum_grads_(self.fo_params)
+        r = len(self.problem.replicate_shape)
+        grad_sq = sum(p.grad.detach().pow(2).flatten(r).sum(-1) for p in self.fo_params if p.grad is not None)
+        loss = sum(w * l.to(self.acc_dtype) for (_, w), l in zip(micro, losses))
+        return _FOPass(losses, loss, grad_sq)
+
+    def _values(self, micro) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [self.problem.loss(c) for c, _ in micro]
+
+    def _all_reduce(self, est: Estimate | None, fo: _FOPass | None) -> torch.Tensor:
+        """The step's loss; with data parallelism, the ZO block's only communication: one
+        all-reduce of the q projected gradients and the loss."""
+        loss = fo.loss if fo is not None else est.value
+        if self.comm is None:
+            return loss
+        if est is None:
+            return self.comm.sum_(loss.reshape(-1), "fo").reshape(loss.shape)
+        q = est.projected.shape[0]
+        both = self.comm.sum_(torch.cat([est.projected.reshape(-1), loss.reshape(-1)]), "zo")
+        est.projected, est.curvature = both[:q].reshape(est.projected.shape), None  # curvature: diagnostic only
+        return both[q:].reshape(loss.shape)
+
+    def _schedule_update(self, t: int, dirs: Directions, projected: torch.Tensor, lr_x: float) -> None:
+        gamma = projected / self.config.q
+        decay = 1.0 - lr_x * self.config.weight_decay_x
+        update = ZOUpdate(self.rule, self.rule_state, self.zo_params, dirs, gamma, lr_x, decay)
+        if self.keep_zo_log:
+            self.zo_log.append(ZOLogEntry(t, dirs.seed, gamma.detach().clone(), lr_x, decay))
+        self.problem.set_pending(update)
+        if not self.fold:
+            self.problem.flush()
+
+    def _fo_update(self, lr_y: float) -> torch.Tensor | None:
+        before = [p.detach().clone() for p in self.fo_params] if self.track_changes else None
+        for group in self.fo_opt.param_groups:
+            group["lr"] = lr_y
+        self.fo_opt.step()
+        if before is None:
+            return None
+        r = len(self.problem.replicate_shape)
+        return sum((p.grad.detach() * (p.detach() - b)).flatten(r).sum(-1)
+                   for p, b in zip(self.fo_params, before) if p.grad is not None)
+
+    def _stats(self, t, total, loss, est, fo, fo_change, lr_x, lr_y) -> StepStats:
+        drawn, written, swept = self.context.counters.take()
+        n = self._zo_numel
+        zo_change = None
+        if est is not None and self.rule.theorem:
+            zo_change = -lr_x * est.projected.pow(2).mean(0)
+        return StepStats(t, loss.detach(), None if est is None else est.projected,
+                         None if fo is None else fo.grad_sq, None if est is None else est.curvature,
+                         0 if est is None else est.evals + (total if self.estimator.needs_base and fo is None else 0),
+                         0 if fo is None else total, swept / n, lr_x, lr_y, drawn / n, written / n,
+                         zo_change, fo_change)
+
+    # -- state -----------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Apply any ZO update still pending, so the ZO tensors hold x_t.  Call it before reading
-        the ZO block's tensors directly (model forwards and ``state_dict()`` of a
-        :class:`~hybridopt.problem.ModuleProblem`'s model flush by themselves)."""
+        """Apply the ZO update still pending, so the ZO tensors hold x_t.  Needed only before
+        reading the ZO tensors directly: a ModuleProblem's model flushes by itself before any
+        forward that is not the optimizer's own and in ``state_dict()``."""
+        self.problem.flush()
 
     def close(self) -> None:
-        """Flush, then remove every hook the optimizer and its problem installed."""
-        self.flush()
+        """Flush, remove every hook, stop the draw threads."""
+        self.problem.flush()
+        if hasattr(self.problem, "close"):
+            self.problem.close()
+        self.context.close()
 
-    # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Optimizer state (the parameters themselves are the problem's): step counter, FO
-        optimizer state and, if kept, the ZO log."""
+        """Optimizer state (the parameters themselves are the problem's; flushed first): step
+        counter, FO optimizer state, the ZO rule's state and, if kept, the ZO log."""
+        self.flush()
         return {"step": self.step_count, "config": self.config.to_dict(),
                 "fo_opt": None if self.fo_opt is None else self.fo_opt.state_dict(),
-                "zo_log": [(e.step, e.seed, e.coeffs, e.decay) for e in self.zo_log]}
+                "zo_rule": [s.detach().clone() for s in self.rule_state],
+                "zo_log": [e.to_tuple() for e in self.zo_log]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.config.to_dict():
-            diff = sorted(k for k in state["config"] if state["config"][k] != self.config.to_dict().get(k))
+        mine = self.config.to_dict()
+        if state["config"] != mine:
+            diff = sorted(k for k in set(state["config"]) | set(mine) if state["config"].get(k) != mine.get(k))
             raise ValueError(f"checkpoint was made with a different optimizer config (differs in: {', '.join(diff)})")
+        self.flush()
         self.step_count = int(state["step"])
         if self.fo_opt is not None:
             self.fo_opt.load_state_dict(state["fo_opt"])
-        self.zo_log = [ZOLogEntry(*e) for e in state["zo_log"]]
+        for s, v in zip(self.rule_state, state.get("zo_rule", [])):
+            s.copy_(v.to(s.device))
+        self.zo_log = [ZOLogEntry.from_tuple(e) for e in state["zo_log"]]
 
 
 def _acc_dtype(prob: Problem) -> torch.dtype:
@@ -227,11 +293,16 @@ def _acc_dtype(prob: Problem) -> torch.dtype:
     return torch.float32
 
 
+@torch.no_grad()
 def replay_zo_log(params: Sequence[torch.Tensor], log: Sequence[ZOLogEntry], config: HybridConfig,
-                  replicate_shape: tuple[int, ...] = ()) -> None:
-    """Rebuild the ZO block from its initial value and the log of (seed, coefficients):
-    x_T = updates applied in order.  Bit-identical to the live run (same function, same order)."""
+                  replicate_shape: tuple[int, ...] = (), context: SweepContext | None = None) -> list[torch.Tensor]:
+    """Rebuild the ZO block from its initial value and the log: the updates applied in order,
+    the ZO rule replayed from its initial state (returned, e.g. momentum buffers).  Bit-identical
+    to the live run, folded or not (the same arithmetic on every element, see :mod:`hybridopt.zo_rules`)."""
+    rule = make_rule(config)
+    state = rule.init_state(params)
     for e in log:
         dirs = Directions(config.direction, e.seed, params, q=config.q, replicate_shape=replicate_shape,
-                          dtype=config.direction_dtype)
-        apply_zo_update(params, dirs, e.coeffs, e.decay)
+                          dtype=config.direction_dtype, context=context)
+        ZOUpdate(rule, state, params, dirs, e.gamma, e.lr, e.decay).finish(count_sweep=False)
+    return state

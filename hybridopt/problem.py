@@ -6,14 +6,18 @@ A problem exposes
 * ``fo_params``  the first-order block y (autograd);
 * ``n``          the number of components f_i;
 * ``replicate_shape``  leading dimensions of independent replicates (``()`` for one run);
-* ``loss(batch, perturbation=None)``  the mean of f_i over the component indices in
-  ``batch`` at (x + s*u, y) when a :class:`~hybridopt.directions.Perturbation` is given,
-  else at (x, y).  Shape: ``replicate_shape``.
+* ``loss(batch, point=None)``  the mean of f_i over the component indices in ``batch`` at
+  (x + s·u, y) for a :class:`~hybridopt.directions.Perturbation` ``point``, else at (x, y);
+  shape ``replicate_shape``;
+* ``pair_loss(batch, pair)``  (f_B(x + μu, y), f_B(x − μu, y)) for a
+  :class:`~hybridopt.directions.Pair`, u drawn once for both;
+* the pending ZO update (``set_pending``/``flush``): applied to x by the next probe sweep as
+  it reaches each tensor, or by ``flush()``.
 
-Either block may be empty.  Two implementations cover every use:
-:class:`TensorProblem` (a function of explicit tensors: synthetic objectives, tests) and
-:class:`ModuleProblem` (a ``torch.nn.Module``: perturbed weights are swapped in module by
-module during the forward, so the stored weights are never written by a probe).
+Either block may be empty.  Two implementations cover every use: :class:`TensorProblem` (a
+function of explicit tensors: synthetic objectives, tests; updates applied at once, so x is
+always readable) and :class:`ModuleProblem` (a ``torch.nn.Module``; updates folded into the
+next sweep, flushed automatically before anyone else reads the model).
 """
 from __future__ import annotations
 
@@ -21,8 +25,12 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .chunked import chunkable, perturbed_forward
-from .directions import WORKSPACE, Perturbation
+from .chunked import chunkable
+from .directions import Pair, Perturbation, default_context
+from .module_sweep import ModuleSweep
+from .pairs import PairInputs
+from .sweep import SweepContext
+from .zo_rules import ZOUpdate
 
 
 @runtime_checkable
@@ -31,8 +39,22 @@ class Problem(Protocol):
     zo_params: list[torch.Tensor]
     fo_params: list[torch.Tensor]
     replicate_shape: tuple[int, ...]
+    #: True when the problem applies a pending update inside its next sweep
+    folds_updates: bool
 
-    def loss(self, batch: torch.Tensor, perturbation: Perturbation | None = None) -> torch.Tensor:
+    def loss(self, batch: torch.Tensor, point: Perturbation | None = None) -> torch.Tensor:
+        ...
+
+    def pair_loss(self, batch: torch.Tensor, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
+
+    def bind(self, context: SweepContext) -> None:
+        ...
+
+    def set_pending(self, update: ZOUpdate | None) -> None:
+        ...
+
+    def flush(self) -> None:
         ...
 
 
@@ -58,146 +80,224 @@ def _freeze(zo: Sequence[torch.Tensor], fo: Sequence[torch.Tensor]) -> None:
         p.requires_grad_(True)
 
 
-class TensorProblem:
-    """Problem given by ``fn(xs, ys, batch) -> loss`` over explicit tensor lists."""
+class _Blocks:
+    """What both problems share: the blocks, the sweep context and the pending update."""
+
+    folds_updates = False
+
+    def __init__(self, zo_params, fo_params, n) -> None:
+        if int(n) < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        self.n = int(n)
+        self.zo_params, self.fo_params = list(zo_params), list(fo_params)
+        _check_blocks(self.zo_params, self.fo_params)
+        _freeze(self.zo_params, self.fo_params)
+        self.context: SweepContext = default_context()
+        self.pending: ZOUpdate | None = None
+
+    def bind(self, context: SweepContext) -> None:
+        """Use ``context`` (the optimizer's) for chunking, draws and scratch memory."""
+        self.context = context
+
+    def set_pending(self, update: ZOUpdate | None) -> None:
+        self.flush()
+        self.pending = update
+
+    def flush(self) -> None:
+        """Apply the pending update now (one sweep over the tensors it has not reached)."""
+        if self.pending is not None:
+            update, self.pending = self.pending, None
+            update.finish()
+
+    def close(self) -> None:
+        self.flush()
+
+
+class TensorProblem(_Blocks):
+    """Problem given by ``fn(xs, ys, batch) -> loss`` over explicit tensor lists.  Updates are
+    applied at once (``folds_updates = False``): the tensors always hold the current x."""
 
     def __init__(self, fn: Callable[[list, list, torch.Tensor], torch.Tensor],
                  zo_params: Sequence[torch.Tensor], fo_params: Sequence[torch.Tensor], n: int,
                  replicate_shape: tuple[int, ...] = ()) -> None:
-        if int(n) < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        self.fn, self.n = fn, int(n)
-        self.zo_params, self.fo_params = list(zo_params), list(fo_params)
+        super().__init__(zo_params, fo_params, n)
+        self.fn = fn
         self.replicate_shape = tuple(replicate_shape)
-        _check_blocks(self.zo_params, self.fo_params)
-        _freeze(self.zo_params, self.fo_params)
 
-    def loss(self, batch: torch.Tensor, perturbation: Perturbation | None = None) -> torch.Tensor:
+    def set_pending(self, update: ZOUpdate | None) -> None:
+        super().set_pending(update)
+        self.flush()
+
+    def _sweep(self) -> None:
+        self.context.counters.swept += sum(p.numel() for p in self.zo_params)
+
+    def loss(self, batch: torch.Tensor, point: Perturbation | None = None) -> torch.Tensor:
         xs = self.zo_params
-        if perturbation is not None:
-            xs = [perturbation.apply(j, p) for j, p in enumerate(self.zo_params)]
+        if point is not None:
+            self._sweep()
+            xs = [point.apply(j, p) for j, p in enumerate(self.zo_params)]
         return self.fn(xs, self.fo_params, batch)
 
+    def pair_loss(self, batch: torch.Tensor, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+        self._sweep()
+        both = [pair.apply_pair(j, p) for j, p in enumerate(self.zo_params)]
+        return (self.fn([a for a, _ in both], self.fo_params, batch),
+                self.fn([b for _, b in both], self.fo_params, batch))
 
-class ModuleProblem:
-    """Problem over a ``torch.nn.Module``: ``loss_fn(model, batch) -> scalar``.
 
-    During a perturbed evaluation a forward pre-hook replaces each ZO weight of a module by
-    ``w + s*u`` for the duration of that module's forward and puts the original tensor back
-    afterwards (also on error).  A weight shared by several modules (tied embeddings) gets the
-    same perturbed tensor everywhere.  The weight of a large ``nn.Linear``/``nn.Embedding`` is
-    instead probed chunk by chunk by a temporary ``forward`` (:mod:`hybridopt.chunked`), so no
-    probe holds a copy of a big matrix.  Every ZO tensor must be read through its owning
-    module's forward; one that is not is reported (it would otherwise receive a meaningless
-    update).  The model is put in ``eval()`` mode: f_i must be a deterministic function.
+class ModuleProblem(_Blocks):
+    """Problem over a ``torch.nn.Module``: ``loss_fn(model, batch) -> scalar`` (mean over ``batch``).
+
+    A probe never writes the weights: during a sweep (:mod:`hybridopt.module_sweep`) each module
+    owning ZO tensors reads ``p ± μu`` formed out of place for its own forward; large
+    ``nn.Linear``/``nn.Embedding`` weights chunk by chunk.  A weight shared by several modules
+    (tied embeddings) gets the same perturbation everywhere.  Every ZO tensor must be read
+    through its owning module's forward; one that is not is reported (it would otherwise
+    receive a meaningless update).  The model is put in ``eval()`` mode: f_i must be a
+    deterministic function.
+
+    **Paired probes** (the default estimator) call ``loss_fn`` with the model's batch doubled
+    and then once more on the kept second half (:mod:`hybridopt.pairs` states the rules a model
+    call must follow; ``pair_inputs`` replaces the default doubling).  The first paired probe is
+    checked against two separate forwards (``check_pairs``), so a model that breaks the rules
+    fails loudly instead of training on mixed probes.
+
+    **Pending updates** are folded into the next sweep.  While one is pending, hooks on the
+    model flush it before any other forward and in ``state_dict()``; call ``flush()`` (or the
+    optimizer's) before reading the ZO tensors directly.  No hook stays installed once nothing is
+    pending, and none during a ``loss()`` call but the sweep's own wrappers.
     """
+
+    folds_updates = True
 
     def __init__(self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
                  zo_params: Sequence[torch.Tensor], fo_params: Sequence[torch.Tensor], n: int,
-                 check_coverage: bool = True) -> None:
-        if int(n) < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        self.model, self.loss_fn, self.n = model, loss_fn, int(n)
-        self.zo_params, self.fo_params = list(zo_params), list(fo_params)
+                 check_coverage: bool = True, check_pairs: bool = True,
+                 pair_inputs: PairInputs | None = None) -> None:
+        super().__init__(zo_params, fo_params, n)
+        self.model, self.loss_fn = model, loss_fn
         self.replicate_shape: tuple[int, ...] = ()
-        self.check_coverage = check_coverage
-        _check_blocks(self.zo_params, self.fo_params)
-        _freeze(self.zo_params, self.fo_params)
+        self.check_coverage, self.check_pairs, self.pair_inputs = check_coverage, check_pairs, pair_inputs
         model.eval()
         index = {id(p): j for j, p in enumerate(self.zo_params)}
-        self._owners: dict[torch.nn.Module, list[tuple[str, int]]] = {}
+        self.owners: dict[torch.nn.Module, list[tuple[str, int]]] = {}
         uses: dict[int, int] = {}
         for module in model.modules():
             for name, p in module._parameters.items():
                 if p is not None and id(p) in index:
-                    self._owners.setdefault(module, []).append((name, index[id(p)]))
+                    self.owners.setdefault(module, []).append((name, index[id(p)]))
                     uses[index[id(p)]] = uses.get(index[id(p)], 0) + 1
-        # Large Linear/Embedding weights: probed chunk by chunk (no whole copy), no-grad probes only.
-        self._chunked = {module: j for module, owned in self._owners.items() for name, j in owned
-                         if chunkable(module, name, self.zo_params[j])}
         missing = [j for j in range(len(self.zo_params)) if j not in uses]
         if missing:
             raise ValueError(f"{len(missing)} ZO tensor(s) are not parameters of the model")
-        self._shared = {j for j, c in uses.items() if c > 1}
-        # Each module's perturbed weights live in the shared workspace at fixed offsets (only one
-        # module runs at a time); tied weights get their own tensor, alive for the whole forward.
-        self._offsets: dict[tuple[int, int], int] = {}
-        self._shared_offsets: dict[int, int] = {}
-        for j in sorted(self._shared):
-            self._shared_offsets[j] = sum(self.zo_params[k].numel() for k in self._shared_offsets)
-        for module, owned in self._owners.items():
-            offset = 0
-            for name, j in owned:
-                if j not in self._shared and self._chunked.get(module) != j:
-                    self._offsets[(id(module), j)] = offset
-                    offset += self.zo_params[j].numel()
+        self.shared = {j for j, c in uses.items() if c > 1}
         self._names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
-        self._active: Perturbation | None = None
-        self._chunking = False
-        self._cache: dict[int, torch.Tensor] = {}
-        self._swapped: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
-        for module in self._owners:
-            module.register_forward_pre_hook(self._pre_hook)
-            module.register_forward_hook(self._post_hook)
+        self._sweep: ModuleSweep | None = None
+        self._guards: list = []
+        self._pairs_checked = False
+        self.bind(self.context)
 
-    def _perturbed(self, module: torch.nn.Module, j: int, p: torch.Tensor) -> torch.Tensor:
-        if j in self._shared:  # its own workspace slots (2, 3), alive for the whole forward
-            if j not in self._cache:
-                self._cache[j] = (self._active.apply(j, p) if torch.is_grad_enabled() else
-                                  self._active.apply(j, p, WORKSPACE, self._shared_offsets[j], slots=(2, 3)))
-            return self._cache[j]
-        if torch.is_grad_enabled():  # autograd may save the perturbed weight: no shared memory
-            return self._active.apply(j, p)
-        return self._active.apply(j, p, WORKSPACE, self._offsets[(id(module), j)])
+    def bind(self, context: SweepContext) -> None:
+        super().bind(context)
+        # Large Linear/Embedding weights: probed chunk by chunk (no whole copy of them).
+        self.chunked = {module: j for module, owned in self.owners.items() for name, j in owned
+                        if chunkable(module, name, self.zo_params[j], len(context.row_chunks(self.zo_params[j].shape)))}
 
-    def _pre_hook(self, module, args):
-        if self._active is None:
-            return None
-        skip = self._chunked.get(module) if self._chunking else None
-        for name, j in self._owners[module]:
-            if j == skip and name == "weight":
-                continue
-            orig = module._parameters[name]
-            self._swapped.append((module, name, orig))
-            module._parameters[name] = self._perturbed(module, j, orig)
-        return None
+    # -- pending updates and the hooks that flush them -------------------------------------------
+    def set_pending(self, update: ZOUpdate | None) -> None:
+        super().set_pending(update)
+        if update is not None and not self._guards:
+            for module in [self.model] + list(self.owners):
+                self._guards.append(module.register_forward_pre_hook(self._guard))
+                self._guards.append(module.register_state_dict_pre_hook(self._guard))
 
-    def _post_hook(self, module, args, output):
-        if self._active is None:
-            return None
-        self._restore(module)
-        return None
+    def _guard(self, *args, **kwargs) -> None:
+        if self._sweep is None and self.pending is not None:
+            self.flush()
 
-    def _restore(self, only: torch.nn.Module | None = None) -> None:
-        keep = []
-        for module, name, orig in reversed(self._swapped):
-            if only is None or module is only:
-                module._parameters[name] = orig
-            else:
-                keep.append((module, name, orig))
-        self._swapped = list(reversed(keep))
+    def flush(self) -> None:
+        super().flush()
+        for handle in self._guards:
+            handle.remove()
+        self._guards.clear()
 
-    def loss(self, batch: torch.Tensor, perturbation: Perturbation | None = None) -> torch.Tensor:
-        if perturbation is None:
+    def _consumed(self) -> None:
+        if self.pending is not None and self.pending.done:
+            self.pending = None
+            self.flush()  # removes the guards
+
+    # -- evaluations ------------------------------------------------------------------------------
+    def loss(self, batch: torch.Tensor, point: Perturbation | None = None) -> torch.Tensor:
+        if point is None:
+            self.flush()
             return self.loss_fn(self.model, batch)
-        self._active = perturbation
-        self._chunking = not torch.is_grad_enabled()  # autograd may save weights: whole swaps
-        try:
-            if self._chunking:
-                for module, j in self._chunked.items():
-                    module.forward = perturbed_forward(module, perturbation, j)
-            out = self.loss_fn(self.model, batch)
-        finally:
-            self._active = None
-            for module in self._chunked:
-                module.__dict__.pop("forward", None)
-            self._restore()
-            self._cache.clear()
-        if self.check_coverage and len(perturbation.applied) < len(self.zo_params):
+        with self._sweeping(point) as sweep:   # grad mode as the caller's (the optimizer's: no_grad)
+            with sweep.installed():
+                out = self.loss_fn(self.model, batch)
+        return out
+
+    def pair_loss(self, batch: torch.Tensor, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._sweeping(pair) as sweep, torch.no_grad():
+            with sweep.installed():
+                plus = self.loss_fn(self.model, batch)
+                with sweep.replay():
+                    minus = self.loss_fn(self.model, batch)
+        if self.check_pairs and not self._pairs_checked:
+            self._check_pairs(batch, pair, plus, minus)
+        return plus, minus
+
+    class _Sweeping:
+        def __init__(self, prob, point):
+            self.prob, self.point = prob, point
+
+        def __enter__(self):
+            if self.prob._sweep is not None:
+                raise RuntimeError("ModuleProblem.loss was called inside one of its own probe evaluations")
+            self.prob._sweep = ModuleSweep(self.prob, self.point)
+            return self.prob._sweep
+
+        def __exit__(self, exc_type, exc, tb):
+            prob, sweep = self.prob, self.prob._sweep
+            try:
+                if exc_type is None:
+                    sweep.finish()
+            finally:
+                prob._sweep = None
+            if exc_type is None:
+                prob._consumed()
+                prob._check_coverage(self.point)
+            return False
+
+    def _sweeping(self, point: Perturbation) -> "_Sweeping":
+        return self._Sweeping(self, point)
+
+    def _check_coverage(self, point: Perturbation) -> None:
+        if self.check_coverage and len(point.applied) < len(self.zo_params):
             unused = [self._names.get(id(self.zo_params[j]), f"#{j}")
-                      for j in range(len(self.zo_params)) if j not in perturbation.applied]
+                      for j in range(len(self.zo_params)) if j not in point.applied]
             raise RuntimeError(
                 "ZO parameters were not read through their module's forward, so they cannot be "
                 f"perturbed: {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}. Remove them "
                 "from the ZO block or pass check_coverage=False.")
-        return out
+
+    def _check_pairs(self, batch, pair: Pair, plus: torch.Tensor, minus: torch.Tensor) -> None:
+        """Once: the paired probe must equal two separate forwards up to the rounding of a
+        batched forward (else the model does not follow the rules of :mod:`hybridopt.pairs`)."""
+        counters = self.context.counters
+        saved = (counters.drawn, counters.written, counters.swept)
+        sep = [self.loss(batch, Perturbation(pair.directions, pair.probe, s)) for s in pair.scales]
+        counters.drawn, counters.written, counters.swept = saved
+        low = max((p.dtype for p in self.zo_params), key=lambda d: torch.finfo(d).eps)
+        tol = max(256 * torch.finfo(torch.float32).eps, 8 * torch.finfo(low).eps)
+        for name, got, want in (("f(x+mu u)", plus, sep[0]), ("f(x-mu u)", minus, sep[1])):
+            if not torch.allclose(got.double(), want.double(), rtol=tol, atol=tol):
+                raise RuntimeError(
+                    f"paired probes: {name} from the doubled batch is {got.tolist()} but {want.tolist()} from a "
+                    "separate forward: this model's calls do not follow the pairing rules (batch-major inputs "
+                    "and outputs, rows independent). Pass pair_inputs= to ModuleProblem or use "
+                    "estimator='central'")
+        self._pairs_checked = True
+
+    def close(self) -> None:
+        """Flush the pending update; no hook of this problem remains on the model."""
+        self.flush()

@@ -1,14 +1,13 @@
 """Counter-based seeds: every random draw of a run is a pure function of (base seed, counters).
 
-A ZO direction is never stored.  It is regenerated from ``tensor_seed(step_seed, probe, j)``
-with a *local* ``torch.Generator``; the global RNG is never touched.  Because seeds are
+A ZO direction is never stored.  Block b of direction r on ZO tensor j of step t is
+regenerated from ``block_seed(step_seed(seed, t), r, j, b)`` with a *local* ``torch.Generator``;
+the global RNG is never touched.  Because seeds are
 derived from counters (step index, probe index, tensor index) rather than drawn from a
 stateful stream, a resumed run, a replay of the ZO log and every rank of a data-parallel
 run regenerate bit-identical directions from the step counter alone.
 """
 from __future__ import annotations
-
-import torch
 
 _MASK64 = (1 << 64) - 1
 _MASK63 = (1 << 63) - 1
@@ -36,21 +35,12 @@ def step_seed(base_seed: int, step: int, stream: int = 0) -> int:
 
 
 def tensor_seed(seed: int, probe: int, index: int) -> int:
-    """Seed of direction ``probe`` restricted to ZO tensor ``index``."""
+    """Seed of direction ``probe`` restricted to ZO tensor ``index`` (its block 0)."""
     return mix(seed, probe, index)
 
 
-class GeneratorPool:
-    """One reusable ``torch.Generator`` per device, reseeded for every draw."""
+def block_seed(seed: int, probe: int, index: int, block: int) -> int:
+    """Seed of block ``block`` of direction ``probe`` on ZO tensor ``index``.  Block 0 keeps
+    :func:`tensor_seed`, so a tensor of one block draws the same stream as a whole-tensor draw."""
+    return mix(seed, probe, index) if block == 0 else mix(seed, probe, index, block)
 
-    def __init__(self) -> None:
-        self._gens: dict[torch.device, torch.Generator] = {}
-
-    def get(self, device: torch.device, seed: int) -> torch.Generator:
-        device = torch.device(device)
-        gen = self._gens.get(device)
-        if gen is None:
-            gen = torch.Generator(device=device)
-            self._gens[device] = gen
-        gen.manual_seed(seed)
-        return gen

@@ -1,4 +1,8 @@
-"""The package's vocabulary: method, estimator and direction names, and type aliases."""
+"""The package's vocabulary: type aliases and the FO optimizer and schedule names.
+
+Methods, estimators, direction laws and ZO rules are registries of their own:
+:mod:`hybridopt.methods`, :mod:`hybridopt.estimators`, :mod:`hybridopt.laws`,
+:mod:`hybridopt.zo_rules`."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -10,8 +14,5 @@ Params = Sequence[torch.Tensor]
 Batch = torch.Tensor
 Callback = Callable[[Any], None]
 
-#: central: the theorem's two-point estimator; forward: (f(x+mu u) - f(x))/mu * u.
-ESTIMATORS = ("central", "forward")
-DIRECTIONS = ("gaussian", "rademacher", "sphere")
 FO_OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "linear", "cosine")

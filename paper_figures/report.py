@@ -358,11 +358,11 @@ def build(out: Path, files: list[Path]) -> tuple[Ledger, str, dict[str, str]]:
                 rows.append([style.task_label(g), style.SHORT[m], L.num(f, "peak_memory_bytes", ".2f", op="gib"),
                              L.num(f, "seconds_per_step", ".3g"), L.num(f, "tokens_per_second", ".4g"),
                              L.num(f, "sizes.zo_params", ",d"), L.num(f, "sizes.fo_params", ",d"),
-                             L.num(f, "oracle_calls.zo_passes_per_step", "d"),
+                             L.num(f, "oracle_calls.zo_weight_passes_per_step", ".2f"),
                              L.num(f, "timing.wall_seconds", ".1f")])
         tables["memory_speed"] = "\n".join(_table(
             ["task", "method", "peak memory (GiB)", "s / step (median)", "train tokens / s", "ZO params",
-             "FO params", "ZO sweeps / step", "run wall (s)"], rows)) + "\n"
+             "FO params", "ZO weight passes / step", "run wall (s)"], rows)) + "\n"
         d(tables["memory_speed"])
 
     # ---- runs

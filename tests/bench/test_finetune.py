@@ -52,7 +52,11 @@ def test_short_run_writes_valid_result(method, tmp_path):
     opt = on_disk["config"]["optimizer"]
     assert (opt["lr_x"] == 1e-3) == (method in ("zo-full", "zo-peft", "hybrid"))
     assert (opt["lr_y"] == 1e-2) == (method in ("fo-full", "fo-peft", "hybrid"))
-    assert res["oracle_calls"]["zo_passes_per_step"] == (0 if method.startswith("fo") else 3)
+    calls = res["oracle_calls"]
+    if method.startswith("fo"):
+        assert calls["zo_weight_passes_per_step"] == calls["zo_draws_per_step"] == 0
+    else:  # one folded sweep per step (+ the embedding rows it looks up), the update written once
+        assert 1.0 <= calls["zo_weight_passes_per_step"] < 1.5 and calls["zo_weight_writes_per_step"] == 1.0
     assert not list(tmp_path.glob(".*.tmp"))  # no stray temporaries
 
 

@@ -1,0 +1,225 @@
+"""The sweep context: everything a ZO sweep needs besides the maths, owned by one optimizer.
+
+A *sweep* is one pass of the ZO machinery over the ZO block: a probe evaluation (which also
+applies the pending update of the previous step, see :mod:`hybridopt.zo_rules`), or a flush.
+The context holds, instead of module globals:
+
+* the **chunk limit**: tensors above it are probed/updated in row chunks, so no temporary is
+  as large as a big matrix (memory, not maths);
+* the **block size** of the direction streams (:mod:`hybridopt.directions`; part of the
+  direction's definition, resolved per device type: small blocks on CPU, where they are drawn
+  on several threads, large ones on GPUs, where every block is a kernel launch);
+* the **draw threads** and one ``torch.Generator`` per thread (never the global RNG);
+* an **arena** of scratch memory handed out as named *leases* in stack order: a lease is
+  released before any lease taken after it, so two live leases never overlap (asserted);
+* **counters** (elements drawn, written, swept) and optional **phase timers** for benchmarks.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from .laws import SignTables
+
+#: row-chunking threshold (elements) for probes and updates of one tensor
+CHUNK_ELEMENTS = 1 << 22
+#: direction block size (elements) by device type; others use the CUDA value
+BLOCK_ELEMENTS = {"cpu": 1 << 15, "cuda": 1 << 22}
+#: draws smaller than this many blocks stay on the calling thread
+PARALLEL_MIN_BLOCKS = 4
+
+
+def block_elements(device: torch.device | str) -> int:
+    """The direction block size used for tensors on ``device``."""
+    kind = torch.device(device).type
+    return BLOCK_ELEMENTS.get(kind, BLOCK_ELEMENTS["cuda"])
+
+
+class Lease:
+    """A named slice of arena memory, valid until :meth:`release`."""
+
+    __slots__ = ("name", "tensor", "_arena", "_key", "_start", "_stop", "released")
+
+    def __init__(self, name, tensor, arena, key, start, stop):
+        self.name, self.tensor, self._arena, self._key = name, tensor, arena, key
+        self._start, self._stop, self.released = start, stop, False
+
+    def release(self) -> None:
+        self._arena._release(self)
+
+    def __enter__(self) -> torch.Tensor:
+        return self.tensor
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class Arena:
+    """Scratch memory per (dtype, device) with stack-ordered leases.
+
+    Reusing one buffer matters: a fresh tensor-sized allocation is page-faulted in on every
+    use (the main cost of a sweep after the random numbers themselves).  Leases are taken and
+    released last-in first-out, so nested modules (a module and its children) get disjoint
+    slices and no slice is handed out twice while alive; a release out of order fails.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, torch.Tensor] = {}
+        self._stacks: dict[tuple, list[Lease]] = {}
+        self._high: dict[tuple, int] = {}
+
+    def lease(self, name: str, shape, dtype: torch.dtype, device) -> Lease:
+        key = (dtype, torch.device(device))
+        stack = self._stacks.setdefault(key, [])
+        start = stack[-1]._stop if stack else 0
+        n = math.prod(shape)
+        stop = start + n
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < stop:
+            if stack:  # live leases keep views of the old buffer; the new one serves from here on
+                buf = torch.empty(max(stop, 2 * buf.numel() if buf is not None else 0), dtype=dtype, device=device)
+            else:
+                buf = torch.empty(max(stop, self._high.get(key, 0)), dtype=dtype, device=device)
+            self._bufs[key] = buf
+        self._high[key] = max(self._high.get(key, 0), stop)
+        lease = Lease(name, buf[start:stop].view(shape), self, key, start, stop)
+        stack.append(lease)
+        return lease
+
+    def _release(self, lease: Lease) -> None:
+        stack = self._stacks[lease._key]
+        if lease.released:
+            return
+        if not stack or stack[-1] is not lease:
+            live = ", ".join(x.name for x in stack)
+            raise AssertionError(f"arena lease {lease.name!r} released out of order (live: {live})")
+        stack.pop()
+        lease.released = True
+
+    def live(self) -> list[str]:
+        return [x.name for s in self._stacks.values() for x in s]
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._bufs.values())
+
+    def clear(self) -> None:
+        if self.live():
+            raise AssertionError(f"arena cleared with live leases: {', '.join(self.live())}")
+        self._bufs.clear()
+        self._high.clear()
+
+
+@dataclass
+class Counters:
+    """Elements drawn / written / swept by the ZO machinery since the last :meth:`take`."""
+
+    drawn: int = 0
+    written: int = 0
+    swept: int = 0
+
+    def take(self) -> tuple[int, int, int]:
+        out = (self.drawn, self.written, self.swept)
+        self.drawn = self.written = self.swept = 0
+        return out
+
+
+@dataclass
+class PhaseTimer:
+    """Wall time per phase ('draw', 'perturb', 'update', ...), summed until :meth:`reset`.
+    With ``sync`` (GPU benchmarks) the device is synchronised around each phase."""
+
+    sync: Callable[[], None] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+
+class SweepContext:
+    """Owned by one :class:`~hybridopt.optimizer.HybridOptimizer` (and used by its problem)."""
+
+    def __init__(self, chunk_elements: int = CHUNK_ELEMENTS, threads: int | None = None,
+                 block: dict[str, int] | None = None) -> None:
+        if chunk_elements < 1:
+            raise ValueError(f"chunk_elements must be >= 1, got {chunk_elements}")
+        self.chunk_elements = int(chunk_elements)
+        self.threads = max(1, int(threads if threads is not None else torch.get_num_threads()))
+        self._block = dict(BLOCK_ELEMENTS if block is None else block)
+        self.arena = Arena()
+        self.tables = SignTables()
+        self.counters = Counters()
+        self.timer: PhaseTimer | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._gens: dict[tuple[int, torch.device], torch.Generator] = {}
+
+    # -- definition of the streams --------------------------------------------------------------
+    def block_elements(self, device) -> int:
+        kind = torch.device(device).type
+        return self._block.get(kind, self._block.get("cuda", BLOCK_ELEMENTS["cuda"]))
+
+    # -- generators and threads -----------------------------------------------------------------
+    def generator(self, worker: int, device, seed: int) -> torch.Generator:
+        key = (worker, torch.device(device))
+        gen = self._gens.get(key)
+        if gen is None:
+            gen = self._gens[key] = torch.Generator(device=key[1])
+        return gen.manual_seed(seed)
+
+    def map_workers(self, fn: Callable[[int, list], None], items: list, device) -> None:
+        """Run ``fn(worker, part)`` over contiguous parts of ``items``: on CPU, one part per
+        draw thread (torch kernels release the GIL, so the parts are drawn in parallel)."""
+        workers = self.threads if torch.device(device).type == "cpu" else 1
+        if workers == 1 or len(items) < PARALLEL_MIN_BLOCKS:
+            fn(0, items)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="hybridopt-draw")
+        k = -(-len(items) // workers)
+        parts = [items[i:i + k] for i in range(0, len(items), k)]
+        futures = [self._pool.submit(fn, w, part) for w, part in enumerate(parts[1:], start=1)]
+        fn(0, parts[0])
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    # -- accounting -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        timer = self.timer
+        if timer is None:
+            yield
+            return
+        if timer.sync is not None:
+            timer.sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if timer.sync is not None:
+                timer.sync()
+            timer.seconds[name] = timer.seconds.get(name, 0.0) + time.perf_counter() - t0
+            timer.calls[name] = timer.calls.get(name, 0) + 1
+
+    def row_chunks(self, shape: torch.Size) -> list[tuple[int, int]]:
+        """Row ranges [a, b) along dim 0 covering a tensor of ``shape``: one range when the
+        tensor has at most :attr:`chunk_elements` elements, else ranges of at most that many
+        elements (at least one row each)."""
+        n = math.prod(shape)
+        rows = shape[0] if len(shape) else 1
+        if n <= self.chunk_elements or len(shape) == 0 or rows == 1:
+            return [(0, rows)]
+        k = max(1, self.chunk_elements // (n // rows))
+        bounds = list(range(0, rows, k)) + [rows]
+        return list(zip(bounds[:-1], bounds[1:]))

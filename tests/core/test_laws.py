@@ -1,0 +1,139 @@
+"""The direction-law registry and the block definition of a direction (every law gets every test)."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import hybridopt as ho
+from hybridopt.directions import Directions
+from hybridopt.laws import LAWS, get_law
+from hybridopt.rng import block_seed
+from hybridopt.sweep import SweepContext
+
+ALL = list(LAWS)
+
+
+def _ctx(block=64, threads=1, chunk=1 << 22):
+    return SweepContext(chunk_elements=chunk, threads=threads, block={"cpu": block})
+
+
+@pytest.mark.parametrize("law", ALL)
+def test_second_moment_is_identity(law):
+    """E[u uᵀ] = I (what makes ĝ an estimate of the gradient): unit variances, zero
+    correlations, within 5 standard errors, over 4000 draws of a 6-dim direction."""
+    p = [torch.zeros(6)]
+    U = torch.stack([Directions(law, s, p, context=_ctx(block=4)).u(0, 0) for s in range(4000)]).double()
+    P = U[:, :, None] * U[:, None, :]                       # (draws, 6, 6): u_i u_j
+    se = P.std(0) / len(U) ** 0.5                           # entrywise (0 for Rademacher's u_i² = 1)
+    dev = (P.mean(0) - torch.eye(6, dtype=torch.float64)).abs()
+    assert (dev <= 5 * 1.5 * se + 1e-12).all(), dev          # 1.5 ~ Bonferroni over 21 entries
+
+
+@pytest.mark.parametrize("law", ALL)
+def test_a_direction_is_a_pure_function_of_its_seed(law):
+    ps = [torch.zeros(300, 40), torch.zeros(7)]
+    a = Directions(law, 1, ps, q=2, context=_ctx())
+    b = Directions(law, 1, ps, q=2, context=_ctx())
+    assert torch.equal(a.u(0, 0), b.u(0, 0)) and torch.equal(a.u(1, 1), b.u(1, 1))
+    assert not torch.equal(a.u(0, 0), a.u(1, 0))                    # probes independent
+    assert not torch.equal(a.u(0, 0), Directions(law, 2, ps, context=_ctx()).u(0, 0))
+
+
+@pytest.mark.parametrize("law", ALL)
+@settings(max_examples=25, deadline=None)
+@given(start=st.integers(0, 700), length=st.integers(1, 500), block=st.sampled_from([1, 7, 64, 100, 4096]))
+def test_any_element_range_equals_the_slice_of_the_whole(law, start, length, block):
+    """Block b is drawn from its own generator, so a range (a chunk, a row) needs only its blocks
+    and equals the same slice of the whole direction — whatever the consumer's chunking."""
+    p = [torch.zeros(30, 40)]
+    d = Directions(law, 5, p, context=_ctx(block=block))
+    whole = d.u(0, 0).view(-1)
+    stop = min(start + length, whole.numel())
+    start = min(start, stop - 1)
+    part = torch.empty(stop - start)
+    assert torch.equal(d.fill(0, 0, start, stop, part), whole[start:stop])
+
+
+@pytest.mark.parametrize("law", ALL)
+def test_draw_threads_change_no_value(law):
+    p = [torch.zeros(512, 64)]
+    one = Directions(law, 9, p, context=_ctx(block=256, threads=1)).u(0, 0)
+    two = Directions(law, 9, p, context=_ctx(block=256, threads=2)).u(0, 0)
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize("law", ALL)
+@pytest.mark.parametrize("block", [64, 1000, 1 << 15])
+def test_rows_are_the_gathered_rows_and_draw_only_their_blocks(law, block):
+    p = [torch.zeros(300, 48)]
+    ctx = _ctx(block=block)
+    d = Directions(law, 3, p, context=ctx)
+    whole = d.u(0, 0)
+    ids = torch.tensor([[5, 299, 5], [0, 150, 151]])
+    ctx.counters.take()
+    got = d.rows(0, 0, ids)
+    assert torch.equal(got, whole[ids])
+    drawn = ctx.counters.take()[0]
+    need = {b for r in ids.flatten().tolist() for b in range(r * 48 // block, ((r + 1) * 48 - 1) // block + 1)}
+    assert drawn == sum(min((b + 1) * block, p[0].numel()) - b * block for b in need)
+    if law != "sphere":  # sphere rows need the norm draw of the whole direction
+        assert drawn < p[0].numel() or block >= p[0].numel()
+
+
+def test_block_zero_keeps_the_tensor_seed():
+    """A tensor of one block draws exactly the stream of one generator seeded with tensor_seed."""
+    p = [torch.zeros(10, 3)]
+    u = Directions("gaussian", 77, p, context=_ctx(block=64)).u(0, 0)
+    g = torch.Generator().manual_seed(block_seed(77, 0, 0, 0))
+    assert torch.equal(u, torch.empty(10, 3).normal_(generator=g))
+
+
+def test_rademacher_is_the_documented_bit_law():
+    """Element i is -1 iff bit i mod 8 of byte i // 8 of the block's random 64-bit words is set."""
+    n = 200
+    u = Directions("rademacher", 4, [torch.zeros(n)], context=_ctx(block=1 << 15)).u(0, 0)
+    g = torch.Generator().manual_seed(block_seed(4, 0, 0, 0))
+    words = torch.empty(-(-n // 64), dtype=torch.int64).random_(-2 ** 63, None, generator=g)
+    by = words.view(torch.uint8).tolist()
+    ref = torch.tensor([-1.0 if (by[i // 8] >> (i % 8)) & 1 else 1.0 for i in range(n)])
+    assert torch.equal(u, ref)
+
+
+def test_sphere_has_radius_sqrt_d_over_the_whole_block():
+    ps = [torch.zeros(300, 40), torch.zeros(7)]
+    sph = Directions("sphere", 1, ps, context=_ctx())
+    sq = sum(sph.u(0, j).double().pow(2).sum() for j in range(2))
+    assert math.isclose(float(sq), 300 * 40 + 7, rel_tol=1e-5)
+    rep = Directions("sphere", 1, [torch.zeros(4, 50)], replicate_shape=(4,), context=_ctx())
+    assert torch.allclose(rep.u(0, 0).double().pow(2).sum(-1), torch.full((4,), 50.0, dtype=torch.float64))
+
+
+def test_unknown_law_fails_loudly():
+    with pytest.raises(ValueError, match="unknown direction law 'cauchy'"):
+        get_law("cauchy")
+    with pytest.raises(ValueError, match="unknown direction law"):
+        Directions("cauchy", 1, [torch.zeros(3)])
+    with pytest.raises(ValueError, match="direction='cauchy' is not valid"):
+        ho.HybridConfig(direction="cauchy")
+
+
+def test_only_the_gaussian_is_the_theorems():
+    assert [n for n, law in LAWS.items() if law.theorem] == ["gaussian"]
+
+
+@pytest.mark.parametrize("law", ALL)
+def test_float64_tensors_get_float64_draws_unless_asked(law):
+    p = [torch.zeros(20, dtype=torch.float64)]
+    assert Directions(law, 1, p).u(0, 0).dtype == torch.float64
+    assert Directions(law, 1, p, dtype="float32").u(0, 0).dtype == torch.float32
+    assert Directions(law, 1, [torch.zeros(20, dtype=torch.bfloat16)]).u(0, 0).dtype == torch.float32
+
+
+def test_directions_never_touch_the_global_rng():
+    torch.manual_seed(5)
+    a = torch.rand(3)
+    torch.manual_seed(5)
+    for law in ALL:
+        Directions(law, 1, [torch.zeros(5000)], context=_ctx(block=100, threads=2)).u(0, 0)
+    assert torch.equal(torch.rand(3), a)
