@@ -96,12 +96,17 @@ class Directions:
             B = self.context.block_elements(self._params[j].device)
             self._draw_blocks(probe, j, [(b, start, stop, flat) for b in range(start // B, (stop - 1) // B + 1)])
 
-    def _draw_blocks(self, probe: int, j: int, tasks: list[tuple[int, int, int, torch.Tensor]]) -> None:
+    def _draw_blocks(self, probe: int, j: int, tasks: list[tuple[int, int, int, torch.Tensor]],
+                     rows: bool = False) -> None:
         """Draw block b's part inside [start, stop) into ``dest[lo - start : hi - start]`` for
         each task ``(b, start, stop, dest)``, the tasks spread over the context's draw threads."""
         p, ctx, law = self._params[j], self.context, self.law
         B, numel = ctx.block_elements(p.device), p.numel()
-        ctx.counters.drawn += sum(min((b + 1) * B, numel) - b * B for b, _, _, _ in tasks)
+        n = sum(min((b + 1) * B, numel) - b * B for b, _, _, _ in tasks)
+        if rows:
+            ctx.counters.rows_drawn += n
+        else:
+            ctx.counters.drawn += n
 
         def work(worker: int, part: list) -> None:
             scratch = None
@@ -168,7 +173,7 @@ class Directions:
         offsets = torch.cumsum(sizes, 0) - sizes
         drawn = torch.empty(int(sizes.sum()), dtype=self.draw_dtype(j), device=p.device)
         self._draw_blocks(probe, j, [(b, b * B, b * B + n, drawn[o:o + n]) for b, n, o in
-                                     zip(need.tolist(), sizes.tolist(), offsets.tolist())])
+                                     zip(need.tolist(), sizes.tolist(), offsets.tolist())], rows=True)
         if self.law.normalised:
             drawn.mul_(self.scale(probe)[0].to(drawn.dtype))  # embeddings are never replicate-batched
         elem = flat_index * H

@@ -38,7 +38,7 @@ class ModuleSweep:
         self.problem, self.point = problem, point
         self.directions = point.directions
         self.pending = problem.pending
-        self.context = problem.context
+        self.context = point.directions.context   # the evaluating optimizer's (problems may be shared)
         self.paired = len(point.scales) == 2
         self.mu = abs(point.scale)
         self.half: int | None = None      # which sign (index into point.scales) the running call uses
@@ -125,7 +125,7 @@ class ModuleSweep:
     # -- a module owning ZO tensors -------------------------------------------------------------
     def _owner_forward(self, module: torch.nn.Module, owned: list[tuple[str, int]], orig: Callable) -> Callable:
         prob = self.problem
-        chunked = None if self.grad else prob.chunked.get(module)
+        chunked = None if self.grad else prob.chunked_for(self.context).get(module)
 
         def forward(*args, **kwargs):
             if self.replaying:
@@ -146,7 +146,7 @@ class ModuleSweep:
     def _touch(self, j: int, rows_only: int | None = None) -> None:
         """Count the sweep's reads of tensor j: the whole tensor once, or the rows it looked up."""
         if rows_only is not None:
-            self.context.counters.swept += rows_only
+            self.context.counters.rows_read += rows_only
         elif j not in self.swept:
             self.swept.add(j)
             self.context.counters.swept += self.problem.zo_params[j].numel()
@@ -237,7 +237,13 @@ class ModuleSweep:
                     lease, su_bias = self._su(jj, p, f"su-{jj}")
                     leases.append(lease)
             x = args[0] if args else next(iter(kwargs.values()))
-            xs = [x] if len(halves) == 1 else [x[: self.rows // 2], x[self.rows // 2:]]
+            if len(halves) == 1:
+                xs = [x]
+            else:
+                if x.shape[0] % self.rows:
+                    raise RuntimeError(f"paired probes: {type(module).__name__} got {x.shape[0]} rows, not a multiple "
+                                       f"of the doubled batch ({self.rows}); use estimator='central'")
+                xs = [x[: x.shape[0] // 2], x[x.shape[0] // 2:]]
             signs = [self._sign(h) for h in halves]
             if isinstance(module, torch.nn.Embedding):
                 outs = embedding_forward(self, module, j, xs, signs)

@@ -42,9 +42,10 @@ class StepStats:
     u_rᵀ∇²ₓf u_r + O(μ²), when f(x) was evaluated (central estimators with an FO block).
 
     ``zo_draws`` / ``zo_writes`` / ``zo_passes``: elements of directions drawn, of ZO weights
-    written, and of ZO weights read or written by the ZO machinery, during this step, each
-    divided by the size of the ZO block (the FO forward's own reads of the weights are not
-    counted).  ``zo_change`` = −η_x (1/q) Σ_r g_r², the first-order predicted change of f_B from
+    written, and of ZO weights read or written by the ZO machinery (whole tensors), during this
+    step, each divided by the size of the ZO block (the FO forward's own reads of the weights are
+    not counted); ``zo_row_draws`` / ``zo_row_reads``: the same for embedding lookups, which
+    draw and read only the looked-up rows.  ``zo_change`` = −η_x (1/q) Σ_r g_r², the first-order predicted change of f_B from
     the step's ZO update (g_r estimating ⟨∇ₓf_B, u_r⟩; SGD rule only); ``fo_change`` =
     ⟨∇_y f_B, y_{t+1} − y_t⟩ (exact first-order prediction of the FO update; with
     ``track_changes=True``)."""
@@ -61,6 +62,8 @@ class StepStats:
     lr_y: float
     zo_draws: float = 0.0
     zo_writes: float = 0.0
+    zo_row_draws: float = 0.0
+    zo_row_reads: float = 0.0
     zo_change: torch.Tensor | None = None
     fo_change: torch.Tensor | None = None
 
@@ -237,7 +240,7 @@ class HybridOptimizer:
                    for p, b in zip(self.fo_params, before) if p.grad is not None)
 
     def _stats(self, t, total, loss, est, fo, fo_change, lr_x, lr_y) -> StepStats:
-        drawn, written, swept = self.context.counters.take()
+        drawn, written, swept, rows_drawn, rows_read = self.context.counters.take()
         n = self._zo_numel
         zo_change = None
         if est is not None and self.rule.theorem:
@@ -246,7 +249,7 @@ class HybridOptimizer:
                          None if fo is None else fo.grad_sq, None if est is None else est.curvature,
                          0 if est is None else est.evals + (total if self.estimator.needs_base and fo is None else 0),
                          0 if fo is None else total, swept / n, lr_x, lr_y, drawn / n, written / n,
-                         zo_change, fo_change)
+                         rows_drawn / n, rows_read / n, zo_change, fo_change)
 
     # -- state -----------------------------------------------------------------------------------
     def flush(self) -> None:

@@ -10,7 +10,9 @@ modules:
 * doubled: that tensor, and every other tensor of ≥ 2 dims whose dim 0 is B (1-D tensors such
   as ``logits_to_keep`` or ``cache_position`` are not batch-major and pass unchanged);
 * in the output, every tensor whose dim 0 is 2B is split; any other tensor (a scalar loss
-  computed inside the model, say) would mix the halves and is refused; non-tensors are shared.
+  computed inside the model, say) would mix the halves and is refused; non-tensors are shared;
+* inside the model, a module owning ZO tensors receives its inputs' rows for x + μu first and
+  for x − μu second: dim 0 a multiple of 2B (the batch, or the batch flattened batch-major).
 
 A model with other conventions passes its own ``pair_inputs`` to
 :class:`~hybridopt.problem.ModuleProblem`, or uses ``estimator='central'``.
@@ -69,12 +71,15 @@ def split_output(out: Any, B: int, where: str = "output") -> tuple[Any, Any]:
 
 
 def split_inputs(args: tuple, kwargs: dict, rows: int) -> list[tuple[tuple, dict]]:
-    """A module call's inputs cut into the two halves of a doubled batch of ``rows`` rows
-    (tensors with another dim 0, e.g. broadcast rotary tables, go to both halves unchanged)."""
-    h = rows // 2
+    """A module call's inputs cut into the two halves of a doubled batch of ``rows`` rows.
+
+    A tensor whose dim 0 is a multiple of ``rows`` is cut in the middle: the batch itself, or the
+    batch flattened batch-major with other dimensions (e.g. OPT's FFN sees (2B·T, H)); tensors
+    with another dim 0 (broadcast rotary tables, say) go to both halves unchanged."""
 
     def part(v: Any, i: int) -> Any:
-        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows:
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] % rows == 0:
+            h = v.shape[0] // 2
             return v[:h] if i == 0 else v[h:]
         if isinstance(v, (tuple, list)) and not hasattr(v, "_fields"):
             return type(v)(part(x, i) for x in v)

@@ -96,7 +96,8 @@ class _Blocks:
         self.pending: ZOUpdate | None = None
 
     def bind(self, context: SweepContext) -> None:
-        """Use ``context`` (the optimizer's) for chunking, draws and scratch memory."""
+        """Make ``context`` this problem's default (an optimizer binds its own).  A sweep always
+        uses the context of the directions it evaluates, so optimizers may share a problem."""
         self.context = context
 
     def set_pending(self, update: ZOUpdate | None) -> None:
@@ -128,18 +129,18 @@ class TensorProblem(_Blocks):
         super().set_pending(update)
         self.flush()
 
-    def _sweep(self) -> None:
-        self.context.counters.swept += sum(p.numel() for p in self.zo_params)
+    def _sweep(self, point: Perturbation) -> None:
+        point.directions.context.counters.swept += sum(p.numel() for p in self.zo_params)
 
     def loss(self, batch: torch.Tensor, point: Perturbation | None = None) -> torch.Tensor:
         xs = self.zo_params
         if point is not None:
-            self._sweep()
+            self._sweep(point)
             xs = [point.apply(j, p) for j, p in enumerate(self.zo_params)]
         return self.fn(xs, self.fo_params, batch)
 
     def pair_loss(self, batch: torch.Tensor, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
-        self._sweep()
+        self._sweep(pair)
         both = [pair.apply_pair(j, p) for j, p in enumerate(self.zo_params)]
         return (self.fn([a for a, _ in both], self.fo_params, batch),
                 self.fn([b for _, b in both], self.fo_params, batch))
@@ -195,13 +196,20 @@ class ModuleProblem(_Blocks):
         self._sweep: ModuleSweep | None = None
         self._guards: list = []
         self._pairs_checked = False
-        self.bind(self.context)
+        self._chunked: dict[int, tuple[SweepContext, dict]] = {}
 
-    def bind(self, context: SweepContext) -> None:
-        super().bind(context)
-        # Large Linear/Embedding weights: probed chunk by chunk (no whole copy of them).
-        self.chunked = {module: j for module, owned in self.owners.items() for name, j in owned
-                        if chunkable(module, name, self.zo_params[j], len(context.row_chunks(self.zo_params[j].shape)))}
+    def chunked_for(self, context: SweepContext) -> dict[torch.nn.Module, int]:
+        """The modules whose large Linear/Embedding weight ``context`` probes chunk by chunk."""
+        key = id(context)
+        if key not in self._chunked or self._chunked[key][0] is not context:
+            self._chunked[key] = (context, {
+                module: j for module, owned in self.owners.items() for name, j in owned
+                if chunkable(module, name, self.zo_params[j], len(context.row_chunks(self.zo_params[j].shape)))})
+        return self._chunked[key][1]
+
+    @property
+    def chunked(self) -> dict[torch.nn.Module, int]:
+        return self.chunked_for(self.context)
 
     # -- pending updates and the hooks that flush them -------------------------------------------
     def set_pending(self, update: ZOUpdate | None) -> None:
@@ -283,10 +291,10 @@ class ModuleProblem(_Blocks):
     def _check_pairs(self, batch, pair: Pair, plus: torch.Tensor, minus: torch.Tensor) -> None:
         """Once: the paired probe must equal two separate forwards up to the rounding of a
         batched forward (else the model does not follow the rules of :mod:`hybridopt.pairs`)."""
-        counters = self.context.counters
-        saved = (counters.drawn, counters.written, counters.swept)
+        counters = pair.directions.context.counters
+        saved = counters.save()
         sep = [self.loss(batch, Perturbation(pair.directions, pair.probe, s)) for s in pair.scales]
-        counters.drawn, counters.written, counters.swept = saved
+        counters.restore(saved)
         low = max((p.dtype for p in self.zo_params), key=lambda d: torch.finfo(d).eps)
         tol = max(256 * torch.finfo(torch.float32).eps, 8 * torch.finfo(low).eps)
         for name, got, want in (("f(x+mu u)", plus, sep[0]), ("f(x-mu u)", minus, sep[1])):

@@ -21,7 +21,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -117,30 +117,52 @@ class Arena:
 
 @dataclass
 class Counters:
-    """Elements drawn / written / swept by the ZO machinery since the last :meth:`take`."""
+    """Elements of directions drawn, of ZO weights written, and of ZO weights read or written
+    whole tensor by whole tensor (``swept``), since the last :meth:`take`; embedding lookups,
+    which draw and read only some rows, are counted apart (``rows_drawn``, ``rows_read``)."""
 
     drawn: int = 0
     written: int = 0
     swept: int = 0
+    rows_drawn: int = 0
+    rows_read: int = 0
 
-    def take(self) -> tuple[int, int, int]:
-        out = (self.drawn, self.written, self.swept)
-        self.drawn = self.written = self.swept = 0
+    def take(self) -> tuple[int, int, int, int, int]:
+        out = (self.drawn, self.written, self.swept, self.rows_drawn, self.rows_read)
+        self.drawn = self.written = self.swept = self.rows_drawn = self.rows_read = 0
         return out
+
+    def save(self) -> tuple[int, ...]:
+        return (self.drawn, self.written, self.swept, self.rows_drawn, self.rows_read)
+
+    def restore(self, saved: tuple[int, ...]) -> None:
+        self.drawn, self.written, self.swept, self.rows_drawn, self.rows_read = saved
 
 
 @dataclass
 class PhaseTimer:
-    """Wall time per phase ('draw', 'perturb', 'update', ...), summed until :meth:`reset`.
-    With ``sync`` (GPU benchmarks) the device is synchronised around each phase."""
+    """Wall time per phase of the ZO machinery, summed until :meth:`reset`: ``draw`` (generating
+    directions), ``perturb`` (forming ±μu and p ± μu), ``update`` (applying a ZO update, its
+    regeneration of u included; draw time inside it is counted in both).  With ``sync`` (GPU)
+    the device is synchronised around each phase; ``around(name)`` (a context-manager factory,
+    e.g. ``torch.profiler.record_function``) labels each phase for a profiler."""
 
     sync: Callable[[], None] | None = None
+    around: Callable[[str], Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the same, excluding the phases nested inside (their sum is the machinery's total time)
+    exclusive: dict[str, float] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    _stack: list[float] = field(default_factory=list)
 
     def reset(self) -> None:
         self.seconds.clear()
+        self.exclusive.clear()
         self.calls.clear()
+
+    @property
+    def total(self) -> float:
+        return sum(self.exclusive.values())
 
 
 class SweepContext:
@@ -204,12 +226,19 @@ class SweepContext:
         if timer.sync is not None:
             timer.sync()
         t0 = time.perf_counter()
+        timer._stack.append(0.0)          # time of the phases nested in this one
         try:
-            yield
+            with (timer.around(f"zo.{name}") if timer.around is not None else contextlib.nullcontext()):
+                yield
         finally:
             if timer.sync is not None:
                 timer.sync()
-            timer.seconds[name] = timer.seconds.get(name, 0.0) + time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            nested = timer._stack.pop()
+            if timer._stack:
+                timer._stack[-1] += dt
+            timer.seconds[name] = timer.seconds.get(name, 0.0) + dt
+            timer.exclusive[name] = timer.exclusive.get(name, 0.0) + dt - nested
             timer.calls[name] = timer.calls.get(name, 0) + 1
 
     def row_chunks(self, shape: torch.Size) -> list[tuple[int, int]]:

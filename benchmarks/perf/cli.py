@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hybridopt.laws import LAWS
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
@@ -30,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--dtype", help="float32 (default), bfloat16 or float16")
     p.add_argument("--device", help="cpu (default) or cuda")
-    p.add_argument("--direction", choices=("gaussian", "rademacher", "sphere"),
-                   help="ZO directions of the hybridopt methods (default gaussian, the theorem's)")
+    p.add_argument("--direction", choices=tuple(LAWS),
+                   help="ZO direction law of the hybridopt methods (default gaussian, the theorem's)")
     p.add_argument("--shrink", action="store_true", help="shape models at a small size (tests)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown")
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-steps", type=int, help="steps per memory measurement (default 2)")
     p.add_argument("--memory-items", help="comma-separated subset of: inference, fo-full, fo-peft, zo-full, "
                                           "zo-peft, hybrid, mezo-reference (default: all)")
+    p.add_argument("--chunk-elements", type=int, help="the core's row-chunk limit (default 4194304)")
     return p
 
 
@@ -47,7 +50,7 @@ def config_from_args(a: argparse.Namespace):
 
     kw = dict(QUICK) if a.quick else {}
     for k in ("model", "batch", "seq_len", "reps", "warmup", "threads", "dtype", "device", "memory_steps",
-              "direction"):
+              "direction", "chunk_elements"):
         v = getattr(a, k)
         if v is not None:
             kw[k] = v

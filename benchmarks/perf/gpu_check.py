@@ -3,9 +3,10 @@
 For each paper shape, randomly initialised in bf16 (OPT-1.3B: hidden 2048, 24 layers, 32 heads,
 FFN 8192, vocab 50272; LLaMA-7B: hidden 4096, 32 layers, 32 heads, FFN 11008, vocab 32000):
 
-1. the bf16 exact-restore check: after a +mu and a -mu probe of the core, every ZO tensor is
-   bit-identical (``torch.equal``); MeZO's in-place +eps/-2eps/+eps is measured on the same
-   weights (how many elements do not come back);
+1. the bf16 exact-restore check: after a paired and two separate probes of the core, every ZO
+   tensor is bit-identical (``torch.equal``); MeZO's in-place +eps/-2eps/+eps is measured on the
+   same weights (how many elements do not come back); two folded core steps then hold exactly the
+   weights of their ZO log replayed on the initial ones;
 2. the benchmark of :mod:`benchmarks.perf.bench` (five methods + MeZO reference, interleaved
    medians, ``torch.cuda.max_memory_allocated``), batch 16 x 64 tokens, Gaussian directions;
 3. budget permitting, the same benchmark timing-only with Rademacher directions
@@ -29,8 +30,8 @@ from typing import Any
 
 import torch
 
-from hybridopt import directions as ho_directions
 from hybridopt.io import write_json, write_text
+from hybridopt.sweep import CHUNK_ELEMENTS
 
 from .bench import BenchConfig, build_workload, markdown, run_bench
 
@@ -39,7 +40,8 @@ SHAPE_ORDER = ("opt-1.3b", "llama-7b")
 
 @torch.no_grad()
 def exact_restore_check(cfg: BenchConfig) -> dict[str, Any]:
-    """Core probes vs MeZO's in-place perturbation, on the zo-full block of a fresh model."""
+    """Core probes vs MeZO's in-place perturbation, on the zo-full block of a fresh model; then two
+    folded core steps, whose weights must equal the ZO log replayed on the initial ones, bit for bit."""
     import hybridopt as ho
 
     from .mezo_reference import MeZOReference, named_subset
@@ -47,10 +49,13 @@ def exact_restore_check(cfg: BenchConfig) -> dict[str, Any]:
     wl = build_workload(cfg)
     zo, fo = ho.split_blocks("zo-full", wl.base, wl.adapter)
     prob = ho.ModuleProblem(wl.model, wl.loss_fn, zo, fo, n=wl.n)
-    opt = ho.HybridOptimizer(prob, ho.HybridConfig(lr_x=1e-9, mu=cfg.mu, seed=cfg.seed), keep_zo_log=False)
+    ctx = ho.SweepContext(chunk_elements=cfg.chunk_elements or ho.sweep.CHUNK_ELEMENTS)
+    hc = ho.HybridConfig(lr_x=1e-3, mu=cfg.mu, seed=cfg.seed)   # large enough to move bf16 weights
+    opt = ho.HybridOptimizer(prob, hc, context=ctx)
     snap = [p.detach().clone() for p in zo]
-    dirs = opt.directions(0)
-    losses = [float(prob.loss(wl.batch, ho.Perturbation(dirs, 0, s * cfg.mu))) for s in (1, -1)]
+    dirs = opt.directions(10 ** 6)
+    losses = [float(v) for v in prob.pair_loss(wl.batch, ho.Pair(dirs, 0, cfg.mu))]           # paired
+    losses += [float(prob.loss(wl.batch, ho.Perturbation(dirs, 0, s * cfg.mu))) for s in (1, -1)]  # separate
     core_bad = sum(int(not torch.equal(a, b)) for a, b in zip(snap, zo))
     mezo = MeZOReference(wl.model, wl.loss_fn, named_subset(wl.model, zo), eps=cfg.mu, seed=cfg.seed)
     mezo.zo_random_seed = 12345
@@ -59,14 +64,27 @@ def exact_restore_check(cfg: BenchConfig) -> dict[str, Any]:
     mezo_bad_tensors = sum(int(not torch.equal(a, b)) for a, b in zip(snap, zo))
     mezo_bad_elems = sum(int((a != b).sum()) for a, b in zip(snap, zo))
     max_abs = max(float((a.float() - b.float()).abs().max()) for a, b in zip(snap, zo))
+    for p, v in zip(zo, snap):          # back to the snapshot (MeZO's passes replaced .data)
+        p.data = v.clone()
+    prob = ho.ModuleProblem(wl.model, wl.loss_fn, zo, fo, n=wl.n)
+    opt = ho.HybridOptimizer(prob, hc, context=ctx)
+    for _ in range(2):
+        opt.step(wl.batch)
+    opt.flush()
+    replay = [v.clone() for v in snap]
+    ho.replay_zo_log(replay, opt.zo_log, hc)
+    fold_exact = all(torch.equal(a, b) for a, b in zip(replay, zo))
+    moved = sum(int((a != b).sum()) for a, b in zip(snap, zo))
     numel = sum(p.numel() for p in zo)
     out = {"model": cfg.model, "dtype": cfg.dtype, "device": cfg.device, "mu": cfg.mu, "zo_tensors": len(zo),
-           "zo_elements": numel, "probe_losses": losses,
+           "zo_elements": numel, "probe_losses_paired_then_separate": losses,
            "core_tensors_changed_by_probes": core_bad, "core_exact": core_bad == 0,
+           "folded_steps_equal_replay": fold_exact, "elements_moved_by_two_steps": moved,
            "mezo_tensors_changed_by_plus_minus_plus": mezo_bad_tensors,
            "mezo_elements_changed": mezo_bad_elems, "mezo_fraction_changed": mezo_bad_elems / numel,
            "mezo_max_abs_drift": max_abs}
-    del wl, prob, opt, snap, zo, fo, mezo
+    opt.close()
+    del wl, prob, opt, snap, zo, fo, mezo, replay
     gc.collect()
     if cfg.device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -96,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out = Path(a.out)
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if a.shrink:  # the full shapes' big matrices are chunked: make the small ones chunked as well
-        ho_directions.CHUNK_ELEMENTS = SHRUNK_CHUNK_ELEMENTS
+    # the full shapes' big matrices are chunked: with --shrink, make the small ones chunked as well
+    chunk = SHRUNK_CHUNK_ELEMENTS if a.shrink else None
     summary: dict[str, Any] = {"device": device, "shrink": a.shrink, "torch": torch.__version__,
-                               "chunk_elements": ho_directions.CHUNK_ELEMENTS,
+                               "chunk_elements": chunk or CHUNK_ELEMENTS,
                                "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
                                "budget_s": a.budget, "phases": {}}
 
@@ -131,13 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     for shape in shapes:
         cfg = BenchConfig(model=f"shape:{shape}", dtype="bfloat16", device=device, batch=a.batch,
                           seq_len=a.seq_len, reps=a.reps, warmup=1, memory=not a.no_memory, memory_steps=2,
-                          profile=not a.no_profile, shrink=a.shrink)
+                          profile=not a.no_profile, shrink=a.shrink, chunk_elements=chunk)
         r_est, b_est = (1, 1) if a.shrink else est.get(shape, (60, 200))
 
         def restore(cfg=cfg, shape=shape):
             res = exact_restore_check(cfg)
             write_json(out / shape / "restore.json", res)
-            return {"core_exact": res["core_exact"], "mezo_elements_changed": res["mezo_elements_changed"]}
+            return {"core_exact": res["core_exact"], "folded_steps_equal_replay": res["folded_steps_equal_replay"],
+                    "mezo_elements_changed": res["mezo_elements_changed"]}
 
         def bench(cfg=cfg, shape=shape):
             res = run_bench(cfg, log=lambda s: print(f"[bench {shape}] {s}", flush=True))
@@ -152,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         for shape in shapes:
             cfg = BenchConfig(model=f"shape:{shape}", dtype="bfloat16", device=device, batch=a.batch,
                               seq_len=a.seq_len, reps=a.reps, warmup=1, memory=False, profile=False,
-                              shrink=a.shrink, direction=direction)
+                              shrink=a.shrink, direction=direction, chunk_elements=chunk)
 
             def fast(cfg=cfg, shape=shape, direction=direction):
                 res = run_bench(cfg, log=lambda s: print(f"[bench {shape} {direction}] {s}", flush=True))
