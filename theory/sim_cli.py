@@ -213,7 +213,7 @@ def instance_constants(tasks) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hybridopt simulate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="hybridopt simulate", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--quick", action="store_true", help="the ≤ 60 s sweep (fewer ε, smaller instances)")
     p.add_argument("--certified", action="store_true",
                    help="only the certified-mode points (L6(B) step sizes literally, tiny instances)")
