@@ -177,8 +177,13 @@ def finetune_main(argv: list[str] | None = None) -> int:
     code, out = _guarded("hybridopt finetune", action)
     if code == 0:
         cfg, result = out
-        print(f"{result['task']}/{cfg.method}: {_outcome(result)} -> {Path(a.out) / 'result.json'}"
-              + (f"; model in {Path(a.out) / MODEL_DIR}" if a.save_model else ""))
+        print(f"{result['task']}/{cfg.method}: {_outcome(result)} -> {Path(a.out) / 'result.json'}")
+        if "export" in result:
+            e = result["export"]
+            same = "identical" if e["exact"] else f"within {abs(e['reloaded_dev_loss'] - e['trained_dev_loss']):.1e}"
+            print(f"model of step {result['dev_metric']['step']} in {Path(a.out) / MODEL_DIR}"
+                  f"{' (adapter merged)' if e['merged'] else ''}; reloaded with transformers, its dev loss on "
+                  f"{e['examples']} examples is {e['reloaded_dev_loss']:.6f} ({same} to the trained model's)")
     return code
 
 

@@ -271,15 +271,24 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, merge: bool =
         report["adapter_only_dev_loss"] = dev_loss(fresh, enc, cfg.eval_batch_size)
         del fresh
     del s
-    reloaded, _ = load_exported(out, device=cfg.device)
-    report["reloaded_dev_loss"] = dev_loss(reloaded, enc, cfg.eval_batch_size)
-    report["examples"] = len(enc)
-    report["exact"] = report["reloaded_dev_loss"] == report["trained_dev_loss"]
-    if not merge and not report["exact"]:
-        raise runner.RunError(f"the export in {out} does not reproduce the trained model: dev loss "
-                              f"{report['reloaded_dev_loss']!r} reloaded vs {report['trained_dev_loss']!r} trained")
-    return report
+    return {**report, **check_export(out, enc, report["trained_dev_loss"], merge, cfg.device, cfg.eval_batch_size)}
 
 
-__all__ = ["ADAPTER_DIR", "META", "base_state_dict", "dev_loss", "export_model", "export_run", "load_exported",
-           "load_into"]
+def check_export(out: str | os.PathLike, encoded, trained: float, merged: bool, device: str = "cpu",
+                 batch_size: int = 16) -> dict[str, Any]:
+    """Reload an export with transformers (+ peft) and compare its dev loss with ``trained`` (the
+    live model's on the same examples): an unmerged export must give the same float, bit for bit
+    (else :class:`~benchmarks.runner.RunError`); a merged one agrees to float rounding."""
+    from .runner import RunError
+
+    reloaded, _ = load_exported(out, device=device)
+    got = dev_loss(reloaded, encoded, batch_size)
+    rep = {"trained_dev_loss": trained, "reloaded_dev_loss": got, "examples": len(encoded), "exact": got == trained}
+    if not merged and not rep["exact"]:
+        raise RunError(f"the export in {out} does not reproduce the trained model: dev loss {got!r} reloaded vs "
+                       f"{trained!r} trained")
+    return rep
+
+
+__all__ = ["ADAPTER_DIR", "META", "base_state_dict", "check_export", "dev_loss", "export_model", "export_run",
+           "load_exported", "load_into"]

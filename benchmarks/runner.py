@@ -19,6 +19,7 @@ import json
 import math
 import platform
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -340,6 +341,7 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
     if overwrite and not resume and lead:
         for name in (RESULT, CHECKPOINT, SELECTED):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / MODEL_DIR, ignore_errors=True)
     hist = load_checkpoint(out, cfg, s) if resume else History()
     if not resume and not task.higher_is_better:
         hist.best_acc = math.inf          # the best metric so far (a loss here: lower is better)
@@ -458,12 +460,19 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
         metrics.write(event="test", step=hist.best_step, split="test", metric=task.metric, value=test_value,
                       seconds=time.perf_counter() - t0)
     metrics.close()
+    exported = None
     if save_model and lead:
-        from .export import export_model
-        _status(show, f"writing the model of step {hist.best_step} to {out / MODEL_DIR}")
+        from .export import VERIFY_EXAMPLES, check_export, dev_loss, export_model
+        _status(show, f"writing the model of step {hist.best_step} to {out / MODEL_DIR} and reloading it to check it")
+        enc = s.dev.subset(range(min(VERIFY_EXAMPLES, len(s.dev))))
+        trained = dev_loss(s.model, enc, cfg.eval_batch_size)
         export_model(s.model, s.tokenizer, out / MODEL_DIR, merge=merge, overwrite=True,
-                     meta=export_meta(cfg, hist.best_step, out))
+                     meta={**export_meta(cfg, hist.best_step, out), "trained_dev_loss": trained})
+        exported = {"dir": str(out / MODEL_DIR), "merged": merge,
+                    **check_export(out / MODEL_DIR, enc, trained, merge, cfg.device, cfg.eval_batch_size)}
     result = _result(cfg, s, hist, test_value, time.time() - t_start)
+    if exported is not None:
+        result["export"] = exported
     if lead:
         write_json(out / RESULT, result)
     return result

@@ -195,42 +195,49 @@ class MetricsFiles(TrainerCallback):
     line the moment it is made; ``output_dir/metrics.csv``: the same rows, one column per key
     seen (rewritten atomically).  A resumed run first drops the rows after its checkpoint."""
 
-    def _paths(self, args) -> tuple[Path, Path]:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] | None = None
+
+    @staticmethod
+    def _paths(args) -> tuple[Path, Path]:
         return Path(args.output_dir) / "metrics.jsonl", Path(args.output_dir) / "metrics.csv"
 
-    def _rows(self, path: Path) -> list[dict[str, Any]]:
-        rows = []
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:        # torn by a crash
-                    pass
-        return rows
+    def _load(self, args) -> list[dict[str, Any]]:
+        if self.rows is None:
+            self.rows = []
+            jsonl = self._paths(args)[0]
+            if jsonl.exists():
+                for line in jsonl.read_text(encoding="utf-8").splitlines():
+                    try:
+                        self.rows.append(json.loads(line))
+                    except json.JSONDecodeError:    # torn by a crash
+                        pass
+        return self.rows
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        jsonl, _ = self._paths(args)
-        kept = [r for r in self._rows(jsonl) if r.get("step", 0) <= state.global_step]
-        write_text(jsonl, "".join(json.dumps(r) + "\n" for r in kept))
-        self._write_csv(args, kept)
+        self.rows = [r for r in self._load(args) if r.get("step", 0) <= state.global_step]
+        write_text(self._paths(args)[0], "".join(json.dumps(r) + "\n" for r in self.rows))
+        self._write_csv(args)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        jsonl, _ = self._paths(args)
-        jsonl.parent.mkdir(parents=True, exist_ok=True)
+        rows = self._load(args)
         row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}}
+        rows.append(row)
+        jsonl = self._paths(args)[0]
+        jsonl.parent.mkdir(parents=True, exist_ok=True)
         with open(jsonl, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
-        self._write_csv(args, self._rows(jsonl))
+        self._write_csv(args)
 
-    def _write_csv(self, args, rows: list[dict[str, Any]]) -> None:
-        cols = list(dict.fromkeys(k for r in rows for k in r))
+    def _write_csv(self, args) -> None:
+        rows = self.rows or []
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
         write_text(self._paths(args)[1], buf.getvalue())
@@ -286,6 +293,9 @@ class HybridTrainer(Trainer):
             raise TypeError("HybridTrainer needs HybridTrainingArguments (TrainingArguments + the method's settings)")
         if args.n_gpu > 1:
             raise ValueError("HybridTrainer runs one device per process; launch several processes with torchrun")
+        if any(o is not None for o in kwargs.get("optimizers", (None, None))) or kwargs.get("optimizer_cls_and_kwargs"):
+            raise ValueError("HybridTrainer builds its own optimizer (the hybrid step) and schedule; set them "
+                             "through HybridTrainingArguments (fo_optimizer, lr_x, learning_rate, lr_scheduler_type)")
         self.task, self._task_splits = None, {}
         if task is not None:
             kwargs = self._task_setup(task, task_max_length, kwargs)
@@ -463,9 +473,9 @@ class HybridTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         from .benchmarks.export import export_model
+        self._flush()                                   # on every rank: they hold the same ZO block
         if not self.args.should_save:
             return
-        self._flush()
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         tok = self.processing_class if hasattr(self.processing_class, "save_pretrained") else None
         export_model(self.model, tok, output_dir, into_existing=True,

@@ -285,7 +285,7 @@ def convert_smollm2(force: bool = False, progress: bool = False) -> Path:
             os.replace(target, old / "x")
             shutil.rmtree(old, ignore_errors=True)
         os.replace(out, target)                          # atomic on one file system
-        _status(progress, f"converted smollm2-135m in {time.perf_counter() - t0:.0f} s; later loads take ~1 s")
+        _status(progress, f"converted smollm2-135m in {time.perf_counter() - t0:.0f} s; later loads read this cache")
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -194,9 +194,8 @@ def test_task_file_sft(tmp_path, tok):
 
 def test_tensorboard_when_installed(tmp_path, sft_data, collator, tok):
     pytest.importorskip("tensorboard")
-    _train(tmp_path, "hybrid", sft_data, collator, tok, steps=2, report_to="tensorboard",
-           logging_dir=str(tmp_path / "tb"))
-    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    _train(tmp_path, "hybrid", sft_data, collator, tok, steps=2, report_to="tensorboard")
+    assert list(tmp_path.rglob("events.out.tfevents.*"))            # output_dir/runs/<date>/
 
 
 @pytest.mark.parametrize("bad, match", [
