@@ -33,14 +33,11 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from . import methods
-from .config import HybridConfig, lr_multiplier
+# only the core's public API (hybridopt/__init__), so a rebuilt core plugs in unchanged
+from . import (HybridConfig, HybridOptimizer, ModuleProblem, RandomReshuffling, StepStats, lr_multiplier, methods,
+               split_blocks)
 from .distributed import Communicator
 from .io import write_text
-from .optimizer import HybridOptimizer, StepStats
-from .problem import ModuleProblem
-from .sampling import RandomReshuffling
-from .blocks import split_blocks
 
 #: ``lr_scheduler_type`` values the core's schedule can follow (shared by η_x and η_y)
 SCHEDULES = {"constant": "constant", "constant_with_warmup": "constant", "linear": "linear", "cosine": "cosine"}
