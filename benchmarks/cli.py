@@ -1,4 +1,4 @@
-"""``hybridopt finetune`` and ``hybridopt summarize``.
+"""``hybridopt finetune``, ``grid``, ``export`` and ``summarize``.
 
 Bad input (unknown names, bad values, missing files, malformed data, unknown config keys,
 inconsistent options) is reported as one line ``hybridopt <cmd>: error: ...`` with exit code 2,
@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hybridopt import HybridConfig
+
 from .config import ConfigError, build_config
 
 
@@ -20,39 +22,88 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def quiet_library_warnings() -> None:
+    """Hide warnings from transformers/peft internals that a user of the CLI cannot act on."""
+    import warnings
+    warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*past_key_values.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*`torch_dtype` is deprecated", category=FutureWarning)
+
+
+def _defaults() -> dict[str, Any]:
+    from .config import DEFAULTS_FILE
+    return json.loads(DEFAULTS_FILE.read_text(encoding="utf-8"))
+
+
+def _per_method(d: dict[str, Any], key: str) -> str:
+    vals = [f"{m} {o[key] if isinstance(o[key], str) else format(o[key], 'g')}"
+            for m, o in d["method_defaults"].items() if key in o]
+    return "per method: " + ", ".join(vals) if vals else "the optimizer's"
+
+
 def _finetune_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hybridopt finetune", description="Fine-tune an LLM with one of the five methods.")
-    p.add_argument("--task", help="sst2, wsc or winogrande")
-    p.add_argument("--method", help="fo-full, fo-peft, zo-full, zo-peft or hybrid")
-    p.add_argument("--model", help="preset (smollm2-135m, tiny-llama, opt-1.3b, vicuna-7b, llama-7b), HF id or directory")
-    p.add_argument("--out", required=True, help="run directory (result.json, checkpoint.pt)")
-    p.add_argument("--config", help="experiment config file (JSON) overriding configs/defaults.json")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--eval-batch-size", type=int)
-    p.add_argument("--n-train", type=int)
-    p.add_argument("--n-dev", type=int)
-    p.add_argument("--n-test", type=int)
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--dtype", help="float32, bfloat16 or float16")
-    p.add_argument("--device", help="cpu, cuda or cuda:N")
-    p.add_argument("--data-dir", help="folder with <task>/{train,dev,test}.jsonl (default: shipped subsets)")
-    p.add_argument("--peft", help="lora, prefix, or a peft config JSON file")
-    p.add_argument("--lora-r", type=int)
-    p.add_argument("--lr-x", type=float, help="learning rate of the ZO block")
-    p.add_argument("--lr-y", type=float, help="learning rate of the FO block")
-    p.add_argument("--mu", type=float, help="ZO smoothing radius")
-    p.add_argument("--q", type=int, help="ZO directions per step")
-    p.add_argument("--estimator", help="central (the theorem's) or forward")
-    p.add_argument("--fo-optimizer", help="sgd, momentum or adam")
-    p.add_argument("--checkpoint-every", type=int, help="save a checkpoint every K steps (0: only on signals)")
+    from hybridopt.methods import METHODS
+    from .tasks import BUILTIN
+
+    d = _defaults()
+    p = _Parser(prog="hybridopt finetune",
+                description="Fine-tune an LLM with one of the five methods on a built-in task or on your own "
+                            "data (a task file), with model selection on dev and one test evaluation. Defaults "
+                            "come from benchmarks/configs/defaults.json, then --config, then these options.")
+    p.add_argument("--task", metavar="NAME|FILE",
+                   help=f"a built-in task ({', '.join(BUILTIN)}) or a task file (JSON: data files, prompt, "
+                        "labels or target; see the README, 'Your own data')")
+    p.add_argument("--method", help=f"{', '.join(METHODS)} (hybrid: ZO on the base weights, FO on the adapter)")
+    p.add_argument("--model", help=f"preset (smollm2-135m, tiny-llama, opt-1.3b, vicuna-7b, llama-7b), a Hugging "
+                                   f"Face id or a local model directory (default: {d['model']})")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="run directory: result.json, metrics.jsonl, selected.pt, checkpoint.pt, model/")
+    p.add_argument("--config", metavar="FILE", help="experiment config file (JSON) overriding the defaults file")
+    p.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default: {d['steps']})")
+    p.add_argument("--batch-size", type=int, metavar="B",
+                   help=f"training examples per step (default: {d['batch_size']})")
+    p.add_argument("--eval-every", type=int, metavar="K",
+                   help=f"evaluate on dev every K steps, and at step 0 and the last step (default: {d['eval_every']})")
+    p.add_argument("--eval-batch-size", type=int, metavar="B",
+                   help=f"sequences per forward when evaluating (default: {d['eval_batch_size']})")
+    p.add_argument("--n-train", type=int, metavar="N",
+                   help="use the first N training examples (default: all)" if d["n_train"] is None else
+                   f"use the first N training examples (default: {d['n_train']})")
+    p.add_argument("--n-dev", type=int, metavar="N", help=f"use the first N dev examples (default: {d['n_dev']})")
+    p.add_argument("--n-test", type=int, metavar="N", help="use the first N test examples (default: all)")
+    p.add_argument("--max-length", type=int, metavar="T",
+                   help=f"longest sequence in tokens; longer contexts are cut from the left (default: {d['max_length']})")
+    p.add_argument("--seed", type=int,
+                   help=f"seed of the reshuffling, the adapter's initialisation and the ZO directions (default: {d['seed']})")
+    p.add_argument("--dtype", help=f"float32, bfloat16 or float16 (default: {d['dtype']})")
+    p.add_argument("--device", help=f"cpu, cuda or cuda:N (default: {d['device']})")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="read the task's splits from DIR/<task>/{train,dev,test}.jsonl|csv instead (default: the task's data)")
+    p.add_argument("--peft", metavar="KIND|FILE",
+                   help=f"lora, prefix, or a peft config JSON file (default: {d['peft']['kind']})")
+    p.add_argument("--lora-r", type=int, metavar="R", help=f"LoRA rank (default: {d['peft']['r']})")
+    p.add_argument("--lora-alpha", type=float, metavar="A",
+                   help=f"LoRA scaling alpha; the update is scaled by alpha/r (default: {d['peft']['alpha']})")
+    p.add_argument("--lora-targets", metavar="M1,M2",
+                   help="comma-separated names of the modules LoRA adapts (default: q_proj,v_proj where the model has them)")
+    p.add_argument("--lr-x", type=float, help=f"learning rate of the ZO block ({_per_method(d, 'lr_x')})")
+    p.add_argument("--lr-y", type=float, help=f"learning rate of the FO block ({_per_method(d, 'lr_y')})")
+    p.add_argument("--mu", type=float, help=f"ZO smoothing radius ({_per_method(d, 'mu')})")
+    p.add_argument("--q", type=int, help=f"ZO directions per step (default: {HybridConfig().q})")
+    p.add_argument("--estimator", help=f"central (the theorem's) or forward (default: {HybridConfig().estimator})")
+    p.add_argument("--fo-optimizer", help=f"sgd, momentum or adam ({_per_method(d, 'fo_optimizer')})")
+    p.add_argument("--checkpoint-every", type=int, metavar="K",
+                   help=f"save a checkpoint every K steps; 0: only on SIGINT/SIGTERM (default: {d['checkpoint_every']})")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
+    p.add_argument("--save-model", action="store_true",
+                   help="write the selected model to OUT/model: updated base weights + config + tokenizer, and the "
+                        "adapter in OUT/model/adapter (loadable with transformers + peft)")
+    p.add_argument("--merge", action="store_true", help="with --save-model: merge the adapter into the weights")
     p.add_argument("--verify-reconstruction", action="store_true",
                    help="at the end, rebuild the ZO block from the initial model + ZO log and compare bit for bit")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars or status lines on stderr (default: shown)")
     return p
 
 
@@ -70,6 +121,10 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
             peft.update(kind="config", config_path=a.peft)
     if a.lora_r is not None:
         peft["r"] = a.lora_r
+    if a.lora_alpha is not None:
+        peft["alpha"] = int(a.lora_alpha) if float(a.lora_alpha).is_integer() else a.lora_alpha
+    if a.lora_targets is not None:
+        peft["target_modules"] = [t.strip() for t in a.lora_targets.split(",") if t.strip()]
     if peft:
         o["peft"] = peft
     opt = {k: v for k, v in {"lr_x": a.lr_x, "lr_y": a.lr_y, "mu": a.mu, "q": a.q, "estimator": a.estimator,
@@ -79,36 +134,88 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
+def _fail(prog: str, message: str) -> None:
+    """One line per problem, each prefixed like argparse's errors."""
+    for line in str(message).splitlines() or [""]:
+        print(f"{prog}: error: {line}", file=sys.stderr)
+
+
 def _guarded(prog: str, action) -> tuple[int, Any]:
-    """Run ``action()``; map input errors to one line + exit 2 and run failures to their code."""
+    """Run ``action()``; map input errors to one line (per bad record) + exit 2 and run failures to their code."""
     from .runner import RunError
 
+    quiet_library_warnings()
     try:
         return 0, action()
-    except (ConfigError, FileNotFoundError, ValueError) as e:  # ValueError: malformed data lines
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:  # ValueError: malformed data
+        _fail(prog, str(e))
         return 2, None
     except RunError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        _fail(prog, str(e))
         return e.exit_code, None
 
 
+def _outcome(result: dict[str, Any]) -> str:
+    m = result["dev_metric"]
+    test = "no test split" if result["test_metric"] is None else f"test {m['name']} {result['test_metric']:.4f}"
+    return f"best dev {m['name']} {m['best']:.4f} at step {m['step']}, {test}"
+
+
 def finetune_main(argv: list[str] | None = None) -> int:
-    from .runner import run
+    from .runner import MODEL_DIR, run
 
     a = _finetune_parser().parse_args(argv)
+    if a.merge and not a.save_model:
+        _fail("hybridopt finetune", "--merge applies to --save-model")
+        return 2
 
     def action():
         cfg = build_config(a.task, a.method, a.config, _overrides(a))
         return cfg, run(cfg, a.out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress,
-                        verify=a.verify_reconstruction)
+                        verify=a.verify_reconstruction, save_model=a.save_model, merge=a.merge)
 
     code, out = _guarded("hybridopt finetune", action)
     if code == 0:
         cfg, result = out
-        print(f"{cfg.task}/{cfg.method}: best dev accuracy {result['dev_accuracy']['best']:.4f} at step "
-              f"{result['dev_accuracy']['step']}, test accuracy {result['test_accuracy']:.4f} -> "
-              f"{Path(a.out) / 'result.json'}")
+        print(f"{result['task']}/{cfg.method}: {_outcome(result)} -> {Path(a.out) / 'result.json'}")
+        if "export" in result:
+            e = result["export"]
+            same = "identical" if e["exact"] else f"within {abs(e['reloaded_dev_loss'] - e['trained_dev_loss']):.1e}"
+            print(f"model of step {result['dev_metric']['step']} in {Path(a.out) / MODEL_DIR}"
+                  f"{' (adapter merged)' if e['merged'] else ''}; reloaded with transformers, its dev loss on "
+                  f"{e['examples']} examples is {e['reloaded_dev_loss']:.6f} ({same} to the trained model's)")
+    return code
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    from .export import export_run
+
+    p = _Parser(prog="hybridopt export",
+                description="Write the selected model of a finished run as a directory that transformers loads: "
+                            "the updated base weights (safetensors) + config + tokenizer, and the adapter in "
+                            "DIR/adapter (peft) or merged into the weights. The export is reloaded and its dev "
+                            "loss compared with the trained model's.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a finished `hybridopt finetune` run")
+    p.add_argument("--out", required=True, metavar="DIR", help="the directory to write (must not exist)")
+    p.add_argument("--merge", action="store_true",
+                   help="merge the adapter into the weights (one model directory, no peft needed to load it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not reload the export to check its dev loss (default: checked)")
+    p.add_argument("--no-progress", action="store_true", help="no status lines on stderr (default: shown)")
+    a = p.parse_args(argv)
+    code, rep = _guarded("hybridopt export", lambda: export_run(a.run_dir, a.out, merge=a.merge, overwrite=a.overwrite,
+                                                                 verify=not a.no_verify, progress=not a.no_progress))
+    if code == 0:
+        print(f"exported the {rep['method']} model of step {rep['step']} to {rep['out']}"
+              + (" (adapter merged)" if a.merge else ""))
+        if "reloaded_dev_loss" in rep:
+            same = "identical" if rep["exact"] else f"differs by {abs(rep['reloaded_dev_loss'] - rep['trained_dev_loss']):.2e} (merged: float rounding)"
+            print(f"dev loss on {rep['examples']} examples: trained {rep['trained_dev_loss']:.6f}, reloaded from "
+                  f"{rep['out']} {rep['reloaded_dev_loss']:.6f} ({same})")
+        if "adapter_only_dev_loss" in rep:
+            print(f"(the adapter alone on the original base, what a bare save_pretrained() keeps: "
+                  f"{rep['adapter_only_dev_loss']:.6f})")
     return code
 
 
@@ -129,8 +236,7 @@ def grid_main(argv: list[str] | None = None) -> int:
 
     code, result = _guarded("hybridopt grid", action)
     if code == 0:
-        print(f"selected {result['grid']['selected']} (dev {result['dev_accuracy']['best']:.4f}); "
-              f"test accuracy {result['test_accuracy']:.4f} -> {Path(a.out) / 'result.json'}")
+        print(f"selected {result['grid']['selected']}: {_outcome(result)} -> {Path(a.out) / 'result.json'}")
     return code
 
 
@@ -157,13 +263,16 @@ def collect_results(paths: list[str]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r.get("task", ""), r.get("method", ""), r["_path"]))
 
 
-COLUMNS = ("task", "method", "model", "steps", "dev_best", "dev_step", "test", "s_per_step", "peak_mem_GB", "path")
+COLUMNS = ("task", "method", "model", "steps", "metric", "dev_best", "dev_step", "test", "s_per_step", "peak_mem_GB",
+           "path")
 
 
 def _row(r: dict[str, Any]) -> list[str]:
     f = lambda v, fmt: "" if v is None else format(v, fmt)  # noqa: E731
-    return [r.get("task", ""), r.get("method", ""), r.get("model", ""), str(r.get("steps", "")),
-            f(r["dev_accuracy"]["best"], ".4f"), str(r["dev_accuracy"]["step"]), f(r.get("test_accuracy"), ".4f"),
+    dev = r.get("dev_metric") or {"name": "accuracy", **r["dev_accuracy"]}  # results written before task files
+    test = r.get("test_metric", r.get("test_accuracy"))
+    return [r.get("task", ""), r.get("method", ""), r.get("model", ""), str(r.get("steps", "")), dev["name"],
+            f(dev["best"], ".4f"), str(dev["step"]), f(test, ".4f"),
             f(r.get("seconds_per_step"), ".2f"), f((r.get("peak_memory_bytes") or 0) / 2**30, ".2f"), r["_path"]]
 
 

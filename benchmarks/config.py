@@ -15,10 +15,12 @@ from typing import Any, Mapping
 from hybridopt import HybridConfig, methods
 from hybridopt.methods import METHODS
 
+from .tasks import BUILTIN
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "defaults.json"
 PEFT_KINDS = ("lora", "prefix", "config")
-PEFT_KEYS = ("kind", "r", "alpha", "num_virtual_tokens", "config_path")
+PEFT_KEYS = ("kind", "r", "alpha", "target_modules", "num_virtual_tokens", "config_path")
 DEVICES = ("cpu", "cuda")
 
 
@@ -51,6 +53,11 @@ class FinetuneConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def load_task(self):
+        """The :class:`~benchmarks.tasks.Task` named by ``task`` (built-in name or task file)."""
+        from .tasks import load_task
+        return load_task(self.task)
+
     @property
     def uses_peft(self) -> bool:
         return methods.get(self.method).uses_adapter
@@ -72,11 +79,15 @@ def _int(name: str, v: Any, lo: int, allow_none: bool = False) -> None:
 
 def validate(cfg: FinetuneConfig) -> FinetuneConfig:
     """Check every field (types, ranges, names, paths, consistency); raise :class:`ConfigError`."""
-    from .tasks import TASKS
+    from .tasks import TaskError
     from hybridopt.llm.models import DTYPES, PRESETS, HF_IDS
 
-    if cfg.task not in TASKS:
-        raise ConfigError(f"unknown task {cfg.task!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    if not isinstance(cfg.task, str) or not cfg.task:
+        raise ConfigError(f"task must be a built-in task name or a task file, got {cfg.task!r}")
+    try:
+        cfg.load_task()
+    except TaskError as e:
+        raise ConfigError(str(e)) from None
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown method {cfg.method!r}; valid methods: {', '.join(METHODS)}")
     if not isinstance(cfg.model, str) or not cfg.model:
@@ -111,6 +122,9 @@ def validate(cfg: FinetuneConfig) -> FinetuneConfig:
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"peft config file {cp!r} is not readable JSON ({e})") from None
     _int("peft.r", cfg.peft.get("r", 8), 1)
+    tm = cfg.peft.get("target_modules")
+    if tm is not None and (not isinstance(tm, list) or not tm or not all(isinstance(t, str) and t for t in tm)):
+        raise ConfigError(f"peft.target_modules must be a non-empty list of module names, got {tm!r}")
     if not isinstance(cfg.peft.get("alpha", 16), (int, float)) or cfg.peft.get("alpha", 16) <= 0:
         raise ConfigError(f"peft.alpha must be > 0, got {cfg.peft.get('alpha')!r}")
     _int("peft.num_virtual_tokens", cfg.peft.get("num_virtual_tokens", 5), 1)
@@ -185,6 +199,8 @@ def build_config(task: str | None = None, method: str | None = None, config_file
     for key in ("task", "method"):
         if key not in merged:
             raise ConfigError(f"no {key} given (use --{key} or put it in the config file)")
+    if isinstance(merged.get("task"), str) and merged["task"] not in BUILTIN and Path(merged["task"]).exists():
+        merged["task"] = str(Path(merged["task"]).expanduser().resolve())  # a run records where its task file is
     cfg = validate(FinetuneConfig(**merged))
     check_consistency(cfg, {**exp.get("optimizer", {}), **overrides.get("optimizer", {})},
                        {**exp.get("peft", {}), **overrides.get("peft", {})})
@@ -207,5 +223,6 @@ def check_consistency(cfg: FinetuneConfig, given_opt: Mapping[str, Any], given_p
         raise ConfigError(f"method {cfg.method!r} uses no PEFT module; peft option(s) "
                           f"{', '.join(sorted(given_peft))} do not apply")
     kind = cfg.peft.get("kind", "lora")
-    if "r" in given_peft and kind != "lora":
-        raise ConfigError(f"peft option r (LoRA rank) given with peft kind {kind!r}")
+    for key, what in (("r", "r (LoRA rank)"), ("alpha", "alpha (LoRA scaling)"), ("target_modules", "target_modules")):
+        if key in given_peft and kind != "lora":
+            raise ConfigError(f"peft option {what} given with peft kind {kind!r}")

@@ -1,7 +1,7 @@
 """A small learning-rate grid with model selection on dev only.
 
 Every combination is trained without looking at the test split; the trial with the best dev
-accuracy (earliest in grid order on ties) is selected, and only its selected checkpoint is
+metric (accuracy, or the SFT target loss; earliest in grid order on ties) is selected, and only its selected checkpoint is
 evaluated on test, once.  Layout: ``OUT/trials/<name>/`` per trial, ``OUT/grid.json`` and
 ``OUT/result.json`` (the selected trial's result with its test accuracy and the grid).
 """
@@ -64,13 +64,16 @@ def run_grid(base: FinetuneConfig, grid: dict[str, list[float]], out: str | Path
         else:
             res = runner.run(cfg, tdir, resume=(tdir / runner.CHECKPOINT).exists() and not overwrite,
                              overwrite=overwrite, progress=progress, test=False)
-        rows.append({"name": name, "params": params, "dev_best": res["dev_accuracy"]["best"],
-                     "dev_step": res["dev_accuracy"]["step"], "path": str(tdir), "result": res})
-    best = max(range(len(rows)), key=lambda i: (rows[i]["dev_best"], -i))
+        rows.append({"name": name, "params": params, "dev_best": res["dev_metric"]["best"],
+                     "dev_step": res["dev_metric"]["step"], "path": str(tdir), "result": res})
+    sign = 1 if rows[0]["result"]["dev_metric"]["higher_is_better"] else -1
+    best = max(range(len(rows)), key=lambda i: (sign * rows[i]["dev_best"], -i))
     chosen = rows[best]
+    metric = chosen["result"]["metric"]
     test_acc = runner.evaluate_selected(trials[best][2], chosen["path"])
-    result = {**chosen["result"], "test_accuracy": test_acc,
-              "grid": {"values": grid, "selected": chosen["name"], "selection": "best dev accuracy",
+    result = {**chosen["result"], "test_metric": test_acc,
+              **({"test_accuracy": test_acc} if metric == "accuracy" else {}),
+              "grid": {"values": grid, "selected": chosen["name"], "selection": f"best dev {metric}",
                        "trials": [{k: r[k] for k in ("name", "params", "dev_best", "dev_step")} for r in rows]}}
     write_json(out / "grid.json", result["grid"] | {"test_accuracy_of_selected": test_acc})
     write_json(out / runner.RESULT, result)

@@ -6,7 +6,9 @@ of its continuation tokens given the context (MeZO ``forward_wrap_with_option_le
     score = (1/|cont|) * sum_t log p(cont_t | context, cont_<t)
 
 Training uses ``classification_loss`` = cross-entropy over the candidates' scores (MeZO
-``--train_as_classification``); evaluation predicts the argmax.
+``--train_as_classification``); evaluation predicts the argmax.  An SFT task has one candidate
+(its target): its loss is the target's mean token negative log-likelihood, ``-score``
+(:func:`task_loss`), and its metric that loss.
 
 Tokenisation: ``whole = tok(context + continuation)`` and ``ctx = tok(context)`` (special
 tokens such as BOS included); the continuation tokens are ``whole[len(ctx):]`` when ``ctx``
@@ -212,13 +214,14 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: 
 
 def candidate_scores(model, tokenizer_or_encoded, examples: Sequence[Example] | None = None,
                      batch_size: int = 16, fast_path: bool = True,
-                     max_tokens: int | None = None) -> torch.Tensor:
+                     max_tokens: int | None = None, progress: str | None = None) -> torch.Tensor:
     """Log-scores ``[B, C]`` (length-normalised continuation log-likelihoods).
 
     ``tokenizer_or_encoded`` is an :class:`EncodedSplit` or a tokenizer (then ``examples``
     are encoded first).  ``batch_size`` is the number of sequences per forward
     (``max_tokens`` optionally caps padded tokens per forward).  Gradients flow to the model
-    parameters that require them unless called under ``torch.no_grad()``.
+    parameters that require them unless called under ``torch.no_grad()``.  ``progress``: a
+    label; a progress bar over the forwards is shown on stderr under it.
     """
     if isinstance(tokenizer_or_encoded, EncodedSplit):
         enc = tokenizer_or_encoded
@@ -238,7 +241,7 @@ def candidate_scores(model, tokenizer_or_encoded, examples: Sequence[Example] | 
         lengths = [len(s) for s in seqs]
         order = sorted(range(B), key=lambda i: -lengths[i])
         out = [None] * B
-        for b in _batches(order, lengths, batch_size, max_tokens):
+        for b in _progress(_batches(order, lengths, batch_size, max_tokens), progress):
             qs = [[lengths[i] - 1] for i in b]
             # One query position per example; all candidates' tokens read from it.
             res = _forward_logprobs_multi(model, [seqs[i] for i in b], qs,
@@ -254,12 +257,21 @@ def candidate_scores(model, tokenizer_or_encoded, examples: Sequence[Example] | 
     lengths = [len(s) for s in seqs]
     order = sorted(range(len(flat)), key=lambda j: -lengths[j])
     vals: list[torch.Tensor | None] = [None] * len(flat)
-    for b in _batches(order, lengths, batch_size, max_tokens):
+    for b in _progress(_batches(order, lengths, batch_size, max_tokens), progress):
         res = _forward_logprobs(model, [seqs[j] for j in b], [queries[j] for j in b],
                                 [targets[j] for j in b], enc.pad_id, enc.padding_side)
         for j, r in zip(b, res):
             vals[j] = r.mean()
     return torch.stack(vals).view(B, C)                          # type: ignore[arg-type]
+
+
+def _progress(batches, label: str | None):
+    if label is None:
+        return batches
+    import sys
+    from tqdm.auto import tqdm
+    batches = list(batches)
+    return tqdm(batches, desc=label, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 def _forward_logprobs_multi(model, inputs, queries, cand_tokens, pad_id, padding_side):
@@ -279,6 +291,19 @@ def classification_loss(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(scores.float(), gold.to(scores.device).long())
 
 
+def task_loss(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """The training loss of a task: cross-entropy over the candidates (classification), or, with
+    one candidate (SFT), the mean over examples of the target's mean token negative log-likelihood."""
+    if scores.shape[-1] == 1:
+        return -scores.float()[:, 0].mean()
+    return classification_loss(scores, gold)
+
+
+def metric_name(encoded: "EncodedSplit") -> str:
+    """``accuracy`` for a classification split (>= 2 candidates), ``loss`` for an SFT split."""
+    return "accuracy" if encoded.num_candidates >= 2 else "loss"
+
+
 def predictions(scores: torch.Tensor) -> torch.Tensor:
     return scores.argmax(dim=-1)
 
@@ -292,7 +317,7 @@ def accuracy(scores: torch.Tensor, gold: torch.Tensor) -> float:
 
 def make_loss_fn(encoded_train: EncodedSplit, batch_size: int | None = None,
                  max_tokens: int | None = None) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]:
-    """``loss_fn(model, indices) -> scalar``: mean classification loss of those training examples.
+    """``loss_fn(model, indices) -> scalar``: mean :func:`task_loss` of those training examples.
 
     ``indices`` is a 1-D LongTensor of example indices (the core's mini-batch); the whole
     mini-batch is scored in forwards of at most ``batch_size`` sequences (default: all at once).
@@ -300,25 +325,31 @@ def make_loss_fn(encoded_train: EncodedSplit, batch_size: int | None = None,
     def loss_fn(model: torch.nn.Module, indices: torch.Tensor) -> torch.Tensor:
         sub = encoded_train.subset(indices)
         bs = batch_size or max(1, len(sub) * max(1, sub.num_candidates))
-        return classification_loss(candidate_scores(model, sub, batch_size=bs, max_tokens=max_tokens),
-                                   sub.gold)
+        return task_loss(candidate_scores(model, sub, batch_size=bs, max_tokens=max_tokens), sub.gold)
     loss_fn.encoded = encoded_train          # type: ignore[attr-defined]
     return loss_fn
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, encoded_split: EncodedSplit, batch_size: int = 16,
-             max_tokens: int | None = None, return_scores: bool = False):
-    """Accuracy of ``model`` on an encoded split (eval mode, no gradients)."""
+             max_tokens: int | None = None, return_scores: bool = False, metric: str | None = None,
+             progress: str | None = None):
+    """``metric`` of ``model`` on an encoded split (eval mode, no gradients): ``accuracy``, or
+    ``loss`` (the mean :func:`task_loss`); default :func:`metric_name` of the split."""
+    metric = metric or metric_name(encoded_split)
+    if metric not in ("accuracy", "loss"):
+        raise ValueError(f"unknown metric {metric!r}; valid: accuracy, loss")
     was_training = model.training
     model.eval()
     try:
-        scores = candidate_scores(model, encoded_split, batch_size=batch_size, max_tokens=max_tokens)
+        scores = candidate_scores(model, encoded_split, batch_size=batch_size, max_tokens=max_tokens,
+                                  progress=progress)
     finally:
         model.train(was_training)
-    acc = accuracy(scores, encoded_split.gold)
-    return (acc, scores) if return_scores else acc
+    value = accuracy(scores, encoded_split.gold) if metric == "accuracy" else \
+        float(task_loss(scores, encoded_split.gold)) if len(scores) else float("nan")
+    return (value, scores) if return_scores else value
 
 
 __all__ = ["EncodedSplit", "encode_pair", "encode_split", "candidate_scores", "classification_loss",
-           "predictions", "accuracy", "make_loss_fn", "evaluate"]
+           "task_loss", "metric_name", "predictions", "accuracy", "make_loss_fn", "evaluate"]

@@ -8,7 +8,8 @@ import sys
 #: subcommand -> (module, function, one-line help).  Each function takes argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "theory": ("hybridopt.theory.cli", "main", "print the theorem, its lemmas and constants (text or LaTeX)"),
-    "finetune": ("hybridopt.benchmarks.cli", "finetune_main", "fine-tune an LLM on SST-2 / WSC / WinoGrande with one method"),
+    "finetune": ("hybridopt.benchmarks.cli", "finetune_main", "fine-tune an LLM with one method on a built-in task or a task file"),
+    "export": ("hybridopt.benchmarks.cli", "export_main", "write a finished run's model as a transformers directory (base update included)"),
     "grid": ("hybridopt.benchmarks.cli", "grid_main", "learning-rate grid with selection on dev, test of the selected run only"),
     "summarize": ("hybridopt.benchmarks.cli", "summarize_main", "collect result.json files into a Markdown/CSV table"),
     "simulate": ("hybridopt.theory.sim_cli", "main", "run the reshuffling-SGD simulator against the O(1/eps^4) bound"),
@@ -26,7 +27,10 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:  # no command: the usage, on stderr, and argparse's exit code for a usage error
+        print(_usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     if argv[0] == "--version":

@@ -288,7 +288,7 @@ def draw_all(out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="hybridopt reproduce", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="hybridopt reproduce", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--scale", default="default", help="quick, default or paper (or a preset JSON file)")
     p.add_argument("--out", help="output folder (default: ./reproduce-<scale>)")
     p.add_argument("--device", help="override the preset's device (cpu, cuda, cuda:N)")

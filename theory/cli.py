@@ -19,7 +19,7 @@ README = Path(__file__).with_name("README.md")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hybridopt theory", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="hybridopt theory", description=__doc__.split("\n")[0].replace("``", ""))
     p.add_argument("--latex", action="store_true", help="LaTeX of every lemma and the theorem")
     p.add_argument("--case", choices=("i", "ii"), default="ii", help="A3 case (default ii: G_plus = G)")
     p.add_argument("--family", choices=("A", "B", "C"), help="synthetic family of theory.families")

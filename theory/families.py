@@ -1,7 +1,9 @@
-"""Synthetic families A, B, C with certified constants (spec §4), in torch float64.
+"""Synthetic families A–D with certified constants (spec §4; D: ``theory/FAMILIES.md``), in torch float64.
 
 Every family is a finite sum f = (1/n) Σ_i f_i over z = (x, y) with x ∈ R^{d_x} (ZO block) and
-y ∈ R^{d_y} (FO block).  All three are *ridge functions in x* built on ψ(s) = log cosh s
+y ∈ R^{d_y} (FO block), and implements the simulator's :class:`theory.objective.Objective` protocol
+(``loss``, ``constants``, ``start``, ``f``/``grad``, ``gbar``, ``domain_ratio``).  All four are *ridge functions
+in x* built on ψ(s) = log cosh s
 (ψ ≥ 0, ψ' = tanh, ψ'' = sech² ∈ (0, 1]), so f ≥ 0 (f_lb = 0, Δ̄ = f(z₀)) and the Gaussian
 smoothing f_{i,μ}(x, y) = E f_i(x + μu, y) reduces to 1-D expectations E ψ(c + μ‖p‖Z), computed
 by quadrature (:func:`gaussian_expectation`).
@@ -18,9 +20,9 @@ Conventions (all methods)
 * Component indices i are 0-based (i ∈ {0, …, n−1}).
 * Cost of f_i, ∇f_i: O(m·d_x) per replicate; d_x × d_x matrices only in ``hessian_blocks``.
 
-Constants (``constants()``) are certified by Lemmas 4.1–4.4: spectral norms by float64 SVD
-times (1 + 1e−9).  Every family is used in the A3(ii) form (``case = 'ii'``, G_+ = G):
-A on 𝒴 = R^{d_y} (global bound, S1), B on the box of Lemma 4.3, C on the ball of Lemma 4.4.
+Constants (``constants()``) are certified by Lemmas 4.1–4.4 (and Lemma D of FAMILIES.md): spectral norms by
+float64 SVD times (1 + 1e−9).  Every family is used in the A3(ii) form (``case = 'ii'``, G_+ = G):
+A on 𝒴 = R^{d_y} (global bound, S1), B on the box of Lemma 4.3, C on the ball of Lemma 4.4, D on its box.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["Family", "FamilyA", "FamilyB", "FamilyC", "make_family", "FAMILIES",
+__all__ = ["Family", "FamilyA", "FamilyB", "FamilyC", "FamilyD", "make_family", "FAMILIES",
            "gaussian_expectation", "psi", "dpsi", "ddpsi", "CERT"]
 
 DT = torch.float64
@@ -134,7 +136,7 @@ def _rmv(W: torch.Tensor, idx, v: torch.Tensor) -> torch.Tensor:
         return _mv(W[idx], v)
     n, a, b = W.shape
     vl = v.shape[:-1]
-    lead = torch.broadcast_shapes(idx.shape, vl)
+    lead = vl if idx.shape == vl else torch.broadcast_shapes(idx.shape, vl)
     rows, out_rows = math.prod(vl), math.prod(lead)
     if rows * n > 16 * max(out_rows, 1):
         return _mv(W[idx], v)
@@ -266,6 +268,22 @@ class Family:
     def default_start(self, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError  # pragma: no cover - overridden
 
+    # ---- the Objective protocol (theory.objective) ------------------------------------------
+    f_lb = 0.0
+
+    def loss(self, idx, x, y) -> torch.Tensor:
+        """f_i(x, y) for a LongTensor of component indices broadcast against the leading dimensions of x and y
+        (the :class:`theory.objective.Objective` protocol; no index validation: the simulator's own indices)."""
+        return self._f(idx, _t(x), _t(y))
+
+    def start(self, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """z₀ (the protocol's name for :meth:`default_start`)."""
+        return self.default_start(seed)
+
+    def domain_ratio(self, y) -> torch.Tensor | None:
+        """Position of y in the invariant set 𝒴 (≤ 1 inside), shape (*R); None when 𝒴 = R^{d_y}."""
+        return None
+
     # ---- optimizer-core interface ------------------------------------------------------------
     def batch_loss(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
         """Mean of f_i over the component indices in ``batch`` at (xs[0], ys[0]).
@@ -284,25 +302,15 @@ class Family:
         return self._f(idx, x.unsqueeze(-2), y.unsqueeze(-2)).mean(-1)
 
     def as_problem(self, x0, y0, replicates: int | None = None):
-        """A :class:`hybridopt.problem.TensorProblem` over fresh float64 copies of (x0, y0).
+        """A :class:`hybridopt.problem.TensorProblem` over fresh float64 copies of (x0, y0)
+        (:func:`theory.objective.as_problem`).
 
         With ``replicates=R`` the start is broadcast to (R, d_x), (R, d_y) and
         ``replicate_shape=(R,)``; otherwise ``replicate_shape=()``.
         """
-        from hybridopt.problem import TensorProblem  # the core is imported only here
+        from hybridopt.theory.objective import as_problem
 
-        x0, y0 = _t(x0), _t(y0)
-        if replicates is None:
-            x = x0.reshape(self.d_x).clone()
-            y = y0.reshape(self.d_y).clone()
-            shape: tuple[int, ...] = ()
-        else:
-            R = int(replicates)
-            x = x0.expand(R, self.d_x).clone()
-            y = y0.expand(R, self.d_y).clone()
-            shape = (R,)
-        return TensorProblem(fn=self.batch_loss, zo_params=[x], fo_params=[y], n=self.n,
-                             replicate_shape=shape)
+        return as_problem(self, x0, y0, replicates)
 
     def __repr__(self) -> str:
         return f"Family{self.name}(n={self.n}, d_x={self.d_x}, d_y={self.d_y}, m={self.m})"
@@ -477,6 +485,10 @@ class FamilyB(Family):
         """y ∈ [−R_B, R_B]^{d_y} (Lemma 4.3)."""
         return bool((_t(y).abs() <= self.R_B).all())
 
+    def domain_ratio(self, y) -> torch.Tensor:
+        """‖y‖∞ / R_B (≤ 1 in the box of Lemma 4.3)."""
+        return _t(y).abs().amax(-1) / self.R_B
+
     def step_cap_y(self) -> float:
         """δ / (θ sinh(R_B + o_max) + κ b_max), the step cap of Lemma 4.3."""
         return self.delta_box / (self.theta * self._sinh_edge + self.kappa * self.b_max)
@@ -608,6 +620,10 @@ class FamilyC(Family):
         """‖y‖ ≤ R_C (Lemma 4.4)."""
         return bool((_t(y).norm(dim=-1) <= self.R_C).all())
 
+    def domain_ratio(self, y) -> torch.Tensor:
+        """‖y‖ / R_C (≤ 1 in the ball of Lemma 4.4)."""
+        return _t(y).norm(dim=-1) / self.R_C
+
     def step_cap_y(self) -> float:
         """1/(18 c_C), the step cap of Lemma 4.4."""
         return 1.0 / (18.0 * self.c_C)
@@ -626,14 +642,149 @@ class FamilyC(Family):
         return x0, y0
 
 
-FAMILIES = {"A": FamilyA, "B": FamilyB, "C": FamilyC}
+# ------------------------------------------------------------------------------ Family D
+
+#: max |w''| of w(v) = 1 + β tanh v, per unit β: max_v 2 sech²v |tanh v| = 4/(3√3) (at tanh² v = 1/3).
+_W2_MAX = 4.0 / (3.0 * math.sqrt(3.0))
+
+
+class FamilyD(Family):
+    """Family D ("gated cosh adapter", FAMILIES.md): HGS with L_x1, L_xy1 and L_y1 > 0 (the generalized
+    smoothness of the *ZO* block), certified on an invariant box, ZO-dominant by default.
+
+    f_i = (1/m) Σ_k ψ((P_i x − r_i)_k) + θ w(v_i) E_i(y),   v_i = ⟨a_i, x⟩ − s_i,   w(v) = 1 + β tanh v,
+    E_i(y) = Σ_l (cosh(y_l − o_il) − 1),  0 ≤ β < 1,  θ > 0.
+
+    Lemma D (global HGS, with w_min = 1 − β, w_max = 1 + β, ‖∇_y f_i‖ = θ w(v)‖sinh(y − o_i)‖ ≥ θ w_min‖sinh‖,
+    E_i ≤ ‖sinh‖₁ ≤ √d_y ‖sinh‖₂, |w'| ≤ β, |w''| ≤ 4β/(3√3)):
+    L_x0 = max‖P_i‖²/m, L_x1 = max 4β‖a_i‖²√d_y/(3√3 w_min); L_xy0 = 0, L_xy1 = max β‖a_i‖/w_min;
+    L_y0 = θ w_max, L_y1 = 1.  Invariant box [−R_D, R_D]^{d_y}, R_D = o_max + δ: every y-step moves each y_l
+    towards o_il without overshoot when η_y θ w_max cosh(R_D + o_max) ≤ 1 (implied by (S)), for every x-sequence.
+    On the cylinder ‖∇f_i‖ ≤ G_D = max_i[‖P_i‖/√m + θβ‖a_i‖ d_y (cosh(R_D + o_max) − 1)]
+    + θ w_max √d_y sinh(R_D + o_max).  Not globally L-smooth (θ w cosh in y, E_i(y) a aᵀ in x).
+    """
+
+    name = "D"
+
+    def __init__(self, seed: int = 0, n: int = 4, d_x: int = 16, d_y: int = 2, m: int = 4, sigma_x: float = 1.0,
+                 a_scale: float = 1.0, theta: float = 0.2, beta: float = 0.5, delta: float = 0.5,
+                 start_scale: float = 3.0) -> None:
+        if min(n, d_x, d_y, m) < 1:
+            raise ValueError("n, d_x, d_y, m must be >= 1")
+        if not (0.0 <= beta < 1.0) or theta <= 0 or delta <= 0:
+            raise ValueError("need 0 <= beta < 1, theta > 0, delta > 0")
+        self.n, self.d_x, self.d_y, self.m = int(n), int(d_x), int(d_y), int(m)
+        self.sigma_x, self.a_scale, self.theta, self.beta = float(sigma_x), float(a_scale), float(theta), float(beta)
+        self.delta_box, self.start_scale = float(delta), float(start_scale)
+        g = np.random.default_rng(np.random.SeedSequence([0xD, int(seed)]))
+        self.P = torch.tensor(g.standard_normal((n, m, d_x)) * (sigma_x / math.sqrt(d_x)), dtype=DT)
+        self.r = torch.tensor(g.standard_normal((n, m)), dtype=DT)
+        self.a = torch.tensor(g.standard_normal((n, d_x)) * (a_scale / math.sqrt(d_x)), dtype=DT)
+        self.s = torch.tensor(g.standard_normal(n), dtype=DT)
+        self.o = torch.tensor(g.uniform(-0.5, 0.5, (n, d_y)), dtype=DT)
+        self.P_rownorm = self.P.norm(dim=-1)
+        self.a_norm = self.a.norm(dim=-1)
+        self._Pa = torch.cat([self.P, self.a.unsqueeze(-2)], -2)  # (n, m+1, d_x): all m+1 ridges, one product
+        nP = _specnorm(self.P)
+        b, th = self.beta, self.theta
+        w_min, w_max = 1.0 - b, 1.0 + b
+        self.w_max = w_max
+        self.o_max = float(self.o.abs().max())
+        self.R_D = self.o_max + self.delta_box
+        edge = self.R_D + self.o_max
+        self._cosh_edge, self._sinh_edge = math.cosh(edge), math.sinh(edge)
+        self._gx_part = nP / math.sqrt(m)  # per-i x-uniform part of ‖∇_x f_i‖ from the ψ ridges
+        c = lambda v: float(v) * CERT  # noqa: E731
+        self._constants = dict(
+            L_x0=c((nP ** 2).max() / m), L_x1=c((_W2_MAX * b * self.a_norm ** 2).max() * math.sqrt(d_y) / w_min),
+            L_y0=c(th * w_max), L_y1=1.0,
+            L_xy0=0.0, L_xy1=c((b * self.a_norm).max() / w_min),
+            G=c((self._gx_part + th * b * self.a_norm * d_y * (self._cosh_edge - 1.0)).max()
+                + th * w_max * math.sqrt(d_y) * self._sinh_edge),
+            n=self.n, d_x=self.d_x, d_y=self.d_y, case="ii")
+
+    def _wv(self, idx, x):
+        z = _rmv(self._Pa, idx, x)
+        return z[..., : self.m] - self.r[idx], z[..., self.m] - self.s[idx]
+
+    def _E(self, idx, y):
+        return (torch.cosh(y - self.o[idx]) - 1.0).sum(-1)
+
+    def _f(self, idx, x, y):
+        w, v = self._wv(idx, x)
+        return psi(w).mean(-1) + self.theta * (1.0 + self.beta * torch.tanh(v)) * self._E(idx, y)
+
+    def _grad(self, idx, x, y):
+        w, v = self._wv(idx, x)
+        t = y - self.o[idx]
+        E = (torch.cosh(t) - 1.0).sum(-1)
+        gx = _rmtv(self.P, idx, dpsi(w) / self.m) + (self.theta * self.beta * ddpsi(v) * E).unsqueeze(-1) * self.a[idx]
+        gy = (self.theta * (1.0 + self.beta * torch.tanh(v))).unsqueeze(-1) * torch.sinh(t)
+        return gx, gy
+
+    def _hess(self, i, x, y):
+        w, v = self._wv(i, x)
+        t = y - self.o[i]
+        E = (torch.cosh(t) - 1.0).sum(-1)
+        D = ddpsi(w) / self.m
+        P, a = self.P[i], self.a[i]
+        tv = torch.tanh(v)
+        sech2 = 1.0 - tv * tv
+        w1, w2 = self.beta * sech2, -2.0 * self.beta * sech2 * tv
+        th = self.theta
+        Hxx = (P.transpose(-1, -2) * D.unsqueeze(-2)) @ P + (th * w2 * E)[..., None, None] * torch.outer(a, a)
+        Hxy = (th * w1)[..., None, None] * a[:, None] * torch.sinh(t).unsqueeze(-2)
+        Hyy = torch.diag_embed((th * (1.0 + self.beta * tv)).unsqueeze(-1) * torch.cosh(t))
+        return Hxx, Hxy, Hyy
+
+    def _smoothed(self, i, x, y, mu, grad):
+        w, v = self._wv(i, x)
+        sw, sv = mu * self.P_rownorm[i], mu * self.a_norm[i]
+        E = self._E(i, y)
+        if grad:
+            return (_mtv(self.P[i], gaussian_expectation(dpsi, w, sw) / self.m)
+                    + (self.theta * self.beta * gaussian_expectation(ddpsi, v, sv) * E).unsqueeze(-1) * self.a[i])
+        return (gaussian_expectation(psi, w, sw).mean(-1)
+                + self.theta * (1.0 + self.beta * gaussian_expectation(torch.tanh, v, sv)) * E)
+
+    def in_domain(self, y) -> bool:
+        """y ∈ [−R_D, R_D]^{d_y} (Lemma D)."""
+        return bool((_t(y).abs() <= self.R_D).all())
+
+    def domain_ratio(self, y) -> torch.Tensor:
+        """‖y‖∞ / R_D (≤ 1 in the box of Lemma D)."""
+        return _t(y).abs().amax(-1) / self.R_D
+
+    def step_cap_y(self) -> float:
+        """1 / (θ w_max cosh(R_D + o_max)): no y-step overshoots o_il (Lemma D)."""
+        return 1.0 / (self.theta * self.w_max * self._cosh_edge)
+
+    def gbar(self, y) -> torch.Tensor:
+        """Ḡ_D(y) = max_i [‖P_i‖/√m + θβ‖a_i‖ E_i(y) + θ w_max ‖sinh(y − o_i)‖] ≥ sup_x ‖∇f_i(x, y)‖."""
+        t = _t(y).unsqueeze(-2) - self.o  # (*R, n, d_y)
+        E = (torch.cosh(t) - 1.0).sum(-1)
+        sh = torch.sinh(t).norm(dim=-1)
+        th = self.theta
+        return ((self._gx_part + th * self.beta * self.a_norm * E) * CERT + th * self.w_max * sh).max(-1).values
+
+    def default_start(self, seed: int = 0):
+        """x₀ ~ N(0, start_scale² I) (the ψ ridges far from their targets: ‖∇ₓf‖ large), y₀ uniform in the box
+        [−R_D/2, R_D/2]^{d_y}."""
+        g = np.random.default_rng(np.random.SeedSequence([0xD0, int(seed)]))
+        x0 = torch.tensor(g.standard_normal(self.d_x) * self.start_scale, dtype=DT)
+        y0 = torch.tensor(g.uniform(-0.5, 0.5, self.d_y) * self.R_D, dtype=DT)
+        return x0, y0
+
+
+FAMILIES = {"A": FamilyA, "B": FamilyB, "C": FamilyC, "D": FamilyD}
 
 
 def make_family(name: str, seed: int = 0, **dims) -> Family:
-    """Build family ``name`` ∈ {'A', 'B', 'C'} with data drawn from ``seed``.
+    """Build family ``name`` ∈ {'A', 'B', 'C', 'D'} with data drawn from ``seed``.
 
     ``dims``: n, d_x, d_y, m and family parameters (A: sigma_x, sigma_y, beta; B: sigma_x,
-    kappa, theta, delta; C: p1, p2, r, lam, where d_x = p1·p2 and d_y = r(p1 + p2)).
+    kappa, theta, delta; C: p1, p2, r, lam, where d_x = p1·p2 and d_y = r(p1 + p2); D: sigma_x, a_scale,
+    theta, beta, delta, start_scale).
     """
     key = str(name).upper()
     if key not in FAMILIES:

@@ -17,21 +17,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hybridopt.io import save_with  # noqa: E402
+from hybridopt.theory.bound import T_req_for, evaluate_theorem  # noqa: E402
 
 MODE_STYLE = {"certified": dict(marker="s", color="tab:green"), "scaling": dict(marker="o", color="tab:blue")}
 
 
-def _eta(c: dict, eps: np.ndarray, s: float) -> np.ndarray:
-    return s * np.minimum(np.minimum(c["kappa0"], c["kappa1"] * eps), c["kappa2"] * eps ** 2)
+def _treq(c: dict, eps: np.ndarray, s: float, law: str) -> np.ndarray:
+    """T_req of the schedule s·η(ε) that was run (the theorem's when s = 1), from ``theory.bound``."""
+    th = evaluate_theorem(c, eps, law=law)
+    return np.asarray(T_req_for(c, s * th["eta"], eps), float)
 
 
-def _treq(c: dict, eps: np.ndarray, s: float) -> np.ndarray:
-    cw = min(1.0, c["omega"])
-    return np.ceil(20 * c["Delta"] / (cw * c["n"] * _eta(c, eps, s) * eps ** 2))
-
-
-def _breakpoints(c: dict) -> list[tuple[float, str]]:
-    k0, k1, k2 = c["kappa0"], c["kappa1"], c["kappa2"]
+def _breakpoints(c: dict, law: str) -> list[tuple[float, str]]:
+    th = evaluate_theorem(c, 1.0, law=law)
+    k0, k1, k2 = th["kappa0"], th["kappa1"], th["kappa2"]
     e23 = k0 / k1  # κ₀ = κ₁ε
     e34 = k1 / k2  # κ₁ε = κ₂ε²
     if e34 < e23:  # three regimes: −4 below e34, −3 between, −2 above e23
@@ -59,10 +58,14 @@ def _fit_line(pts: list[dict], key: str):
     return e, a, b
 
 
-def _p1_panel(ax, runs, slopes, consts, mode, metric):
+def _law(r: dict) -> str:
+    return r.get("law", "gaussian")
+
+
+def _p1_panel(ax, runs, slopes, consts, mode, metric, law="gaussian"):
     key = "epochs_mean_curve" if metric == "epochs" else "min_metric_epochs"
     ci_key = "epochs_ci" if metric == "epochs" else "min_metric_ci"
-    rr = [r for r in runs if r["mode"] == mode]
+    rr = [r for r in runs if r["mode"] == mode and _law(r) == law and r.get("run_seed", 0) == 0]
     if not rr:
         ax.text(0.5, 0.5, f"{mode} mode not run in this sweep", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
@@ -88,22 +91,23 @@ def _p1_panel(ax, runs, slopes, consts, mode, metric):
         if metric == "epochs":
             lo_e = e.min() / 1.6
             hi_e = e.max() * 1.6
-            bps = [b for b in _breakpoints(c) if b[0] < 30 * e.max()]
+            bps = [b for b in _breakpoints(c, law) if b[0] < 30 * e.max()]
             if bps:
                 hi_e = max(hi_e, 1.6 * max(b[0] for b in bps))
             grid = np.geomspace(lo_e, hi_e, 300)
             lab = "T_req(ε)" if mode == "certified" else f"T_req(ε) with s·η (s={s:g}; not a guarantee)"
-            ax.plot(grid, _treq(c, grid, s), "-", color=col, lw=1.2, alpha=0.8, label=f"{lab}  [{_short(inst)}]")
+            ax.plot(grid, _treq(c, grid, s, law), "-", color=col, lw=1.2, alpha=0.8, label=f"{lab}  [{_short(inst)}]")
             for bp, name in bps:
                 ax.axvline(bp, color=col, ls=":", lw=0.8)
-                ax.text(bp, ax.get_ylim()[0] if False else _treq(c, np.array([bp]), s)[0], f" {name}",
-                        color=col, fontsize=7, va="bottom")
+                ax.text(bp, _treq(c, np.array([bp]), s, law)[0], f" {name}", color=col, fontsize=7, va="bottom")
             if mode == "certified":
-                ax.plot(grid, c["C"] * c["Delta"] / grid ** 4, "--", color="gray", lw=1,
-                        label=f"C·Δ/ε⁴ (C={c['C']:.3g})")
+                Cc = evaluate_theorem(c, 1.0, law=law)["C"]
+                ax.plot(grid, Cc * c["Delta"] / grid ** 4, "--", color="gray", lw=1,
+                        label=f"C·Δ/ε⁴ (C={Cc:.3g})")
         fitpts = [r for r in pts if r["in_fit_regime"] and not r["censored"]]
         fl = _fit_line(fitpts, key)
-        sl = next((x for x in slopes if x["instance"] == inst and x["mode"] == mode), None)
+        sl = next((x for x in slopes if x["instance"] == inst and x["mode"] == mode
+                   and x.get("law", "gaussian") == law), None)
         if fl is not None and sl is not None:
             ef, a, b = fl
             g = np.geomspace(ef.min(), ef.max(), 50)
@@ -129,22 +133,31 @@ def _short(inst: str) -> str:
     return inst if len(inst) < 60 else inst[:57] + "…"
 
 
+def _stem(fam: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in fam)
+
+
 def plot_p1(data: dict, out: Path) -> list[Path]:
+    """P1 per family: one panel per (mode, law) run — certified first — and the min-metric of the first."""
     files = []
-    for fam in data["families"]:
+    for fam in sorted({r["family"] for r in data["runs"]}):
         runs = [r for r in data["runs"] if r["family"] == fam]
-        modes = [m for m in ("certified", "scaling") if any(r["mode"] == m for r in runs)]
-        fig, axes = plt.subplots(1, len(modes) + 1, figsize=(6.2 * (len(modes) + 1), 6.2), squeeze=False)
-        for ax, mode in zip(axes[0], modes):
-            _p1_panel(ax, runs, data["slopes"], data["constants"], mode, "epochs")
-            ax.set_title(f"Family {fam}, {mode} mode" + (": η = s·η(ε) of L6(B)" if mode == "scaling"
-                                                           else ": L6(B) step sizes literally"), fontsize=9)
+        panels = [(m, law) for m in ("certified", "scaling") for law in ("gaussian", "rademacher")
+                  if any(r["mode"] == m and _law(r) == law for r in runs)]
+        fig, axes = plt.subplots(1, len(panels) + 1, figsize=(6.2 * (len(panels) + 1), 6.2), squeeze=False)
+        for ax, (mode, law) in zip(axes[0], panels):
+            _p1_panel(ax, runs, data["slopes"], data["constants"], mode, "epochs", law)
+            th = "L6(B)" if law == "gaussian" else "R6(B)"
+            ax.set_title(f"Family {fam}, {mode} mode, {law} directions"
+                         + (f": η = s·η(ε) of {th}" if mode == "scaling" else f": {th} step sizes literally"), fontsize=9)
         ax = axes[0][-1]
-        _p1_panel(ax, runs, data["slopes"], data["constants"], "scaling" if "scaling" in modes else modes[0], "min")
-        ax.set_title("min-metric (bounded by L6, slope not predicted)", fontsize=9)
+        mode, law = next((p for p in panels if p[0] == "scaling"), panels[0])
+        _p1_panel(ax, runs, data["slopes"], data["constants"], mode, "min", law)
+        ax.set_title(f"min-metric, {mode}/{law} (bounded by L6, slope not predicted)", fontsize=9)
         fig.suptitle(f"P1 — epochs-to-ε vs ε, Family {fam}  (filled: fitted, ε ≤ ε₄; open △: above ε₄, not "
-                     f"fitted; ×: censored at cap; bars: 90% bootstrap CI over replicates)", fontsize=9)
-        files += _save(fig, out, f"P1_family{fam}")
+                     f"fitted; ×: censored at cap; bars: 90% bootstrap CI over replicates; certified: seed 0)",
+                     fontsize=9)
+        files += _save(fig, out, f"P1_family{_stem(fam)}")
     return files
 
 
@@ -178,7 +191,9 @@ def plot_p2(data: dict, out: Path) -> list[Path]:
 
 
 def plot_p4(data: dict, out: Path) -> list[Path]:
-    fams = data["families"]
+    fams = sorted({r["family"] for r in data["runs"]})
+    if not fams:
+        return []
     fig, axes = plt.subplots(2, len(fams), figsize=(5.5 * len(fams), 6.5), squeeze=False)
     for j, fam in enumerate(fams):
         runs = [r for r in data["runs"] if r["family"] == fam and r["monitor"]["epoch"]]
@@ -188,9 +203,13 @@ def plot_p4(data: dict, out: Path) -> list[Path]:
         m = r["monitor"]
         t = np.asarray(m["epoch"]) + 1
         ax = axes[0][j]
-        ax.plot(t, m["gbar_max"], "-", lw=2.5 if fam == "A" else 1.5,
-                label="max over k, replicates of Ḡ(y_{t,k})" + ("  (Ḡ_A ≡ G: global bound, on the line)"
-                                                                  if fam == "A" else ""))
+        if m.get("has_gbar", True):
+            ax.plot(t, m["gbar_max"], "-", lw=2.5 if fam == "A" else 1.5,
+                    label="max over k, replicates of Ḡ(y_{t,k})" + ("  (Ḡ_A ≡ G: global bound, on the line)"
+                                                                      if fam == "A" else ""))
+        else:
+            ax.text(0.5, 0.5, "no monitor Ḡ supplied by the objective", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8)
         ax.axhline(m["G"], color="red", ls="--", label=f"G = {m['G']:.3g}")
         ax.set_xscale("log")
         ax.set_xlabel("epoch t")
@@ -199,8 +218,9 @@ def plot_p4(data: dict, out: Path) -> list[Path]:
         ax.legend(fontsize=7, loc="lower center" if fam == "A" else "center right")
         ax.grid(True, which="both", alpha=0.25)
         ax = axes[1][j]
-        if fam in ("B", "C"):
-            lab = "max ‖y_{t,k}‖∞ / R_B" if fam == "B" else "max ‖y_{t,k}‖ / R_C"
+        if m.get("has_domain", fam in ("B", "C", "D")):
+            lab = {"B": "max ‖y_{t,k}‖∞ / R_B", "C": "max ‖y_{t,k}‖ / R_C", "D": "max ‖y_{t,k}‖∞ / R_D"}.get(
+                fam, "max position of y_{t,k} in the invariant set")
             ax.plot(t, m["dom_max"], "-", label=lab)
             ax.axhline(1.0, color="red", ls="--", label="boundary of the invariant set")
             ax.set_xscale("log")
@@ -210,7 +230,7 @@ def plot_p4(data: dict, out: Path) -> list[Path]:
             ax.legend(fontsize=7)
             ax.grid(True, which="both", alpha=0.25)
         else:
-            ax.text(0.5, 0.5, "Family A: Y = R^{d_y} (no invariant set to monitor)", ha="center", va="center",
+            ax.text(0.5, 0.5, f"{fam}: Y = R^{{d_y}} (no invariant set to monitor)", ha="center", va="center",
                     transform=ax.transAxes, fontsize=8)
             ax.set_axis_off()
     fig.suptitle("P4 — assumption monitor along the longest run of each family (a crossing voids the theorem)",

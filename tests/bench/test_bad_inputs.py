@@ -17,7 +17,52 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "BAD_INPUTS.md"
 BASE = ["--task", "sst2", "--method", "hybrid", "--model", "tiny-llama", "--steps", "2"]
 
 
+NEWS = "headline,topic\nthe striker scored,sport\nrates went up,business\nthe keeper saved,sport\nshares fell,business\n"
+TASK = {"data": "news.csv", "split": {"dev": 0.25, "test": 0.25}, "label": "topic", "prompt": "{headline} Topic:",
+        "verbalizer": {"sport": " sport", "business": " business"}}
+
+
+def _task(tmp: Path, name: str, csv: str | None = None, **change) -> None:
+    """A task file ``{name}.task.json`` (and its CSV) differing from a valid one by ``change``."""
+    spec = {k: v for k, v in {**TASK, **change}.items() if v is not None}
+    if csv is not None:
+        (tmp / f"{name}.csv").write_text(csv)
+        spec["data"] = f"{name}.csv"
+    (tmp / f"{name}.task.json").write_text(json.dumps(spec))
+
+
+def _task_files(tmp: Path) -> None:
+    (tmp / "news.csv").write_text(NEWS)
+    (tmp / "notjson.task.json").write_text("{not json")
+    (tmp / "list.task.json").write_text("[1]")
+    _task(tmp, "typo", promt="{headline}")
+    _task(tmp, "nomode", verbalizer=None)
+    _task(tmp, "onelabel", verbalizer={"sport": " sport"})
+    _task(tmp, "filter", prompt="{headline|title} Topic:")
+    _task(tmp, "brace", prompt="{headline Topic:")
+    _task(tmp, "same", verbalizer={"sport": " yes", "business": " yes"})
+    _task(tmp, "nodata", data="missing.csv")
+    (tmp / "news.txt").write_text(NEWS)
+    _task(tmp, "format", data="news.txt")
+    _task(tmp, "badsplit", split={"dev": 0.6, "test": 0.6})
+    _task(tmp, "fields", csv=NEWS.replace("shares fell,business", "shares fell,business,extra"))
+    _task(tmp, "column", csv=NEWS.replace("headline,", "title,"))
+    _task(tmp, "label", csv=NEWS.replace("rates went up,business", "rates went up,finance"))
+    _task(tmp, "empty", csv=NEWS.replace("the keeper saved,", ","))
+    _task(tmp, "fewrows", csv="headline,topic\na,sport\nb,business\n")
+    (tmp / "qa").mkdir()
+    (tmp / "qa" / "train.jsonl").write_text(json.dumps({"q": "x", "a": "y"}) + "\n")
+    (tmp / "qa.task.json").write_text(json.dumps({"data": "qa", "prompt": "{q}", "target": " {a}"}))
+    (tmp / "sft").mkdir()
+    for split, a in (("train", "   "), ("dev", "z")):
+        (tmp / "sft" / f"{split}.jsonl").write_text(json.dumps({"q": "x", "a": "y"}) + "\n"
+                                                    + json.dumps({"q": "x", "a": a}) + "\n")
+    (tmp / "sft.task.json").write_text(json.dumps({"data": "sft", "fields": {"a": "string"}, "prompt": "{q}",
+                                                   "target": "{a}"}))
+
+
 def _files(tmp: Path) -> None:
+    _task_files(tmp)
     (tmp / "bad.json").write_text("{not json")
     (tmp / "list.json").write_text("[1, 2]")
     (tmp / "unknown_key.json").write_text(json.dumps({"lr": 0.1}))
@@ -33,13 +78,32 @@ def _files(tmp: Path) -> None:
         d = tmp / name / "sst2"
         d.mkdir(parents=True)
         good = json.dumps({"sentence": "fine .", "label": 1})
-        for split in ("train", "dev", "test"):
-            (d / f"{split}.jsonl").write_text(good + "\n" + good + "\n" + line + "\n")
+        for split in ("train", "dev", "test"):   # one bad record (in train): one line
+            (d / f"{split}.jsonl").write_text(good + "\n" + good + "\n" + (line if split == "train" else good) + "\n")
 
 
 # (what is wrong, argv after "hybridopt finetune" — {tmp} is a scratch folder, expected message fragment)
 CASES = [
-    ("unknown task", ["--task", "sst3"], "unknown task 'sst3'; valid tasks: sst2, winogrande, wsc"),
+    ("unknown task", ["--task", "sst3"], "unknown task 'sst3': not a built-in task (sst2, winogrande, wsc) or a task file (JSON)"),
+    ("task file missing", ["--task", "{tmp}/none.task.json"], "unknown task '{tmp}/none.task.json': not a built-in task (sst2, winogrande, wsc) or a task file (no such file)"),
+    ("task file not JSON", ["--task", "{tmp}/notjson.task.json"], "task file '{tmp}/notjson.task.json' is not valid JSON: line 1"),
+    ("task file not an object", ["--task", "{tmp}/list.task.json"], "must hold a JSON object, got list"),
+    ("task file with an unknown key", ["--task", "{tmp}/typo.task.json"], "unknown key 'promt'; valid keys: name, description, data"),
+    ("task file without labels or target", ["--task", "{tmp}/nomode.task.json"], "give exactly one of 'verbalizer' or 'candidates' (classification) or 'target' (SFT)"),
+    ("task with a single label", ["--task", "{tmp}/onelabel.task.json"], "'verbalizer' must map at least two labels"),
+    ("template with an unknown filter", ["--task", "{tmp}/filter.task.json"], "unknown filter 'title' in template"),
+    ("template with an unbalanced brace", ["--task", "{tmp}/brace.task.json"], "unbalanced '{' in template"),
+    ("two labels with the same candidate", ["--task", "{tmp}/same.task.json"], "labels 'sport' and 'business' have the same candidate ' yes'"),
+    ("task's data file missing", ["--task", "{tmp}/nodata.task.json"], "task 'nodata': data '{tmp}/missing.csv' does not exist"),
+    ("unsupported data format", ["--task", "{tmp}/format.task.json"], "news.txt: unsupported data format '.txt'"),
+    ("split fractions too large", ["--task", "{tmp}/badsplit.task.json"], "split fractions must be numbers in [0, 1) summing to < 1"),
+    ("CSV row with an extra field", ["--task", "{tmp}/fields.task.json"], "fields.csv:5: 3 fields, the header has 2"),
+    ("CSV without a column the prompt uses", ["--task", "{tmp}/column.task.json"], "column.csv:1: no column 'headline' (the header has: title, topic)"),
+    ("CSV record with an unknown label", ["--task", "{tmp}/label.task.json"], "label.csv:3: bad label 'finance' (expected one of: sport, business)"),
+    ("CSV record with an empty text field", ["--task", "{tmp}/empty.task.json"], "empty.csv:4: 'headline' must be a non-empty string"),
+    ("too few records to split", ["--task", "{tmp}/fewrows.task.json"], "fewrows.csv: 2 records are too few to split into train/dev/test"),
+    ("data folder without a dev split", ["--task", "{tmp}/qa.task.json"], "qa: no dev split (dev.jsonl or dev.csv or dev.tsv)"),
+    ("SFT record with an empty target", ["--task", "{tmp}/sft.task.json", "--n-train", "2", "--batch-size", "1"], "sft/train.jsonl:2: the target is empty for this record"),
     ("unknown method", ["--method", "mezo"], "unknown method 'mezo'; valid methods: fo-full, fo-peft, zo-full, zo-peft, hybrid"),
     ("unknown model name", ["--model", "gpt-5"], "unknown model 'gpt-5': not a preset"),
     ("model directory without config.json", ["--model", "{tmp}/nomodel"], "has no config.json"),
@@ -130,7 +194,8 @@ def test_doc_table_is_current(outcomes):
     table = "\n".join(rows) + "\n"
     head = ("# Bad input and the message it gets\n\nEach row was produced by running `hybridopt finetune` "
             "with that input (tests/bench/test_bad_inputs.py; `…` is a scratch folder). Every one exits "
-            "with code 2 before any model is loaded, prints one line and writes nothing.\n\n")
+            "with code 2 before any model is loaded, prints one line and writes nothing (a data file with several "
+            "bad records gets one such line per record, tests/bench/test_task_files.py).\n\n")
     if os.environ.get("HYBRIDOPT_WRITE_DOCS"):
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(head + table)

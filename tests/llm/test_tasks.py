@@ -1,4 +1,4 @@
-"""Task registry, shipped data, validation with file:line, and hand-checked templates."""
+"""Built-in task files, shipped data, task-file parsing, validation with file:line, hand-checked templates."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hybridopt.benchmarks import tasks
-from hybridopt.benchmarks.tasks import DATA_DIR, Example, get_task, load_records, load_split
+from hybridopt.benchmarks.tasks import DATA_DIR, Example, TaskError, get_task, load_records, load_split, load_task
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
@@ -16,13 +16,35 @@ SHARED = REPO.parent / "shared" / "data"
 
 # ---- registry ------------------------------------------------------------------------------
 
-def test_registry_and_unknown_task():
-    assert set(tasks.TASKS) == {"sst2", "wsc", "winogrande"}
-    assert get_task("sst2").name == "sst2"
-    with pytest.raises(ValueError, match="sst2.*winogrande.*wsc|valid tasks: sst2, winogrande, wsc"):
+def test_builtin_tasks_are_shipped_task_files_and_unknown_task():
+    assert tasks.BUILTIN == ("sst2", "winogrande", "wsc")
+    for name in tasks.BUILTIN:
+        t = get_task(name)
+        assert t.name == name and t.path == DATA_DIR / f"{name}.task.json" and t.kind == "classification"
+    assert load_task(DATA_DIR / "sst2.task.json") == get_task("sst2")        # by name or by path: one path
+    with pytest.raises(TaskError, match=r"unknown task 'boolq': not a built-in task \(sst2, winogrande, wsc\)"):
         get_task("boolq")
     with pytest.raises(ValueError, match="valid splits"):
         load_split("sst2", "validation")
+
+
+def test_task_from_a_dict_in_python(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"q": "2+2", "a": 4}\n')
+    (tmp_path / "dev.jsonl").write_text('{"q": "1+1", "a": 2}\n')
+    t = tasks.Task.from_dict({"name": "sums", "data": str(tmp_path), "fields": {"a": "integer"},
+                              "prompt": "{q} =", "target": " {a}"})
+    assert t.load_split("train") == [Example(candidates=(("2+2 =", " 4"),), gold=0)]
+
+
+def test_templates():
+    T = tasks.Template.parse
+    assert T("{a|lower} {{x}} {b|before_blank}", "t").render({"a": "AB", "b": "p_q"}) == "ab {x} p"
+    assert T("{b|after_blank|strip}", "t").render({"b": "p_  q "}) == "q"
+    assert T("{a} and {b}", "t").fields == ("a", "b")
+    for bad, why in (("{a|upper2}", "unknown filter 'upper2'"), ("{a", "unbalanced '{'"), ("}", "unbalanced '}'"),
+                     ("{}", "empty placeholder")):
+        with pytest.raises(TaskError, match=why):
+            T(bad, "t")
 
 
 # ---- hand-checked templates ---------------------------------------------------------------
@@ -74,8 +96,9 @@ def test_shipped_first_records_render():
 
 
 def test_example_validation():
+    assert Example(candidates=(("a", " b"),), gold=0).gold == 0          # one candidate: an SFT target
     with pytest.raises(ValueError):
-        Example(candidates=(("a", " b"),), gold=0)
+        Example(candidates=(), gold=0)
     with pytest.raises(ValueError):
         Example(candidates=(("a", " b"), ("a", " c")), gold=2)
     with pytest.raises(ValueError):
@@ -145,9 +168,11 @@ def _write(tmp_path, task, split, text):
     ('{"sentence": "x", "label": 1\n', "malformed JSON"),
     ('{"label": 1}\n', "missing key(s) 'sentence'"),
     ('{"sentence": "x"}\n', "missing key(s) 'label'"),
-    ('{"sentence": "x", "label": 2}\n', "bad label 2"),
-    ('{"sentence": "x", "label": "1"}\n', "bad label '1'"),
+    ('{"sentence": "x", "label": 2}\n', "bad label 2 (expected one of: 0, 1)"),
+    ('{"sentence": "x", "label": "2"}\n', "bad label '2'"),
     ('{"sentence": "x", "label": true}\n', "bad label True"),
+    ('{"sentence": "x", "label": 1.0}\n', "bad label 1.0"),
+    ('{"sentence": 5, "label": 1}\n', "'sentence' must be a string"),
     ('{"sentence": "", "label": 0}\n', "non-empty"),
     ('[1, 2]\n', "expected a JSON object"),
 ])
@@ -167,8 +192,12 @@ def test_validation_task_specific(tmp_path):
         load_split("winogrande", "dev", data_dir=tmp_path)
     p = _write(tmp_path, "wsc", "dev",
                '{"text":"t","span1_text":"a","span1_index":-1,"span2_text":"b","span2_index":1,"label":0}\n')
-    with pytest.raises(ValueError, match=rf"{p}:1: 'span1_index'"):
+    with pytest.raises(ValueError, match=rf"{p}:1: 'span1_index' must be a non-negative integer"):
         load_split("wsc", "dev", data_dir=tmp_path)
+    p = _write(tmp_path, "winogrande", "train",
+               '{"sentence":"ends with a blank _","option1":"a","option2":"b","label":0}\n')
+    with pytest.raises(ValueError, match=rf"{p}:1: the continuation of label '0' is empty"):
+        load_split("winogrande", "train", data_dir=tmp_path)
 
 
 def test_user_data_dir_layouts(tmp_path):
@@ -178,7 +207,7 @@ def test_user_data_dir_layouts(tmp_path):
     flat.mkdir()
     (flat / "dev.jsonl").write_text(GOOD_SST * 2)
     assert len(load_split("sst2", "dev", data_dir=flat)) == 2
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(TaskError, match="no train split"):
         load_split("sst2", "train", data_dir=flat)
     (flat / "train.jsonl").write_text("\n\n")
     with pytest.raises(ValueError, match="no records"):

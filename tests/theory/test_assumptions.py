@@ -1,4 +1,4 @@
-"""T1 (HGS on families A–C), T9 (box/ball invariance), T10 (A3 monitor) — spec §5."""
+"""T1 (HGS on families A–D), T9 (box/ball invariance), T10 (A3 monitor) — spec §5."""
 from __future__ import annotations
 
 import math
@@ -14,18 +14,18 @@ from hybridopt.theory.families import DT, make_family
 from hybridopt.theory.simulator import trajectory
 
 try:
-    from strategies import FAMS, instances
+    from strategies import BOXED, FAMS, box, instances
 except ImportError:  # pragma: no cover - package-style import
-    from tests.theory.strategies import FAMS, instances
+    from tests.theory.strategies import BOXED, FAMS, box, instances
 
 
 
 def _points(F, rng, R=16):
-    """R points: N(0, σ_z²) entries, σ_z = 10^U[−2,1] per point; B: |y_l| ≤ 20; C: y uniform-radius in the ball."""
+    """R points: N(0, σ_z²) entries, σ_z = 10^U[−2,1] per point; B, D: |y_l| ≤ 20; C: y uniform-radius in the ball."""
     sz = 10 ** rng.uniform(-2, 1, (R, 1))
     x = torch.tensor(rng.standard_normal((R, F.d_x)) * sz, dtype=DT)
     y = torch.tensor(rng.standard_normal((R, F.d_y)) * sz, dtype=DT)
-    if F.name == "B":
+    if F.name in BOXED:
         y = y.clamp(-20, 20)
     if F.name == "C":
         y = y / y.norm(dim=-1, keepdim=True) * F.R_C * torch.tensor(rng.uniform(0, 1, (R, 1)), dtype=DT)
@@ -37,9 +37,9 @@ def _domain_points(F, rng, R=16):
     x = torch.tensor(rng.standard_normal((R, F.d_x)) * 10 ** rng.uniform(-2, 6, (R, 1)), dtype=DT)
     if F.name == "A":
         y = torch.tensor(rng.standard_normal((R, F.d_y)) * 10 ** rng.uniform(-2, 3, (R, 1)), dtype=DT)
-    elif F.name == "B":
-        y = torch.tensor(rng.uniform(-1, 1, (R, F.d_y)), dtype=DT) * F.R_B
-        y[0] = F.R_B  # a corner of the box (worst case of G_B)
+    elif F.name in BOXED:
+        y = torch.tensor(rng.uniform(-1, 1, (R, F.d_y)), dtype=DT) * box(F)
+        y[0] = box(F)  # a corner of the box (worst case of G_B, G_D)
     else:
         y = torch.tensor(rng.standard_normal((R, F.d_y)), dtype=DT)
         y = y / y.norm(dim=-1, keepdim=True) * F.R_C * torch.tensor(rng.uniform(0, 1, (R, 1)), dtype=DT) ** 0.5
@@ -127,20 +127,24 @@ def _adversarial_y_run(F, y0, eta_y, steps, seed, greedy=True, verify=3):
     """`steps` y-steps y ← y − η_y ∇_y f_i(x_k, y), i cycling over reshuffled epochs, x_k adversarial.
 
     ∇_y f_i depends on x only through ψ'(·) ∈ (−1, 1) of the x-dependent arguments (B: τ = ψ'(v);
-    C: t_k = ψ'(e_k)).  ``greedy=False``: x_k has i.i.d. entries U[−1e6, 1e6] and τ, t are computed
-    from it.  ``greedy=True``: τ, t are chosen directly in {−1, +1} to push y outward (B: along the
-    coordinate of largest |y_l|; C: t_k = −sign⟨y, ∂_y e_k⟩), which dominates every x-sequence.
+    C: t_k = ψ'(e_k); D: the gate w(v) = 1 + β tanh v ∈ (1 − β, 1 + β)).  ``greedy=False``: x_k has i.i.d.
+    entries U[−1e6, 1e6] and τ, t, w are computed from it.  ``greedy=True``: τ, t are chosen directly in
+    {−1, +1} to push y outward (B: along the coordinate of largest |y_l|; C: t_k = −sign⟨y, ∂_y e_k⟩; D: the
+    largest gate w = 1 + β, the longest step), which dominates every x-sequence.
     numpy loop for speed; the first ``verify`` steps are cross-checked against ``F.grad_i``.
-    Returns per replicate the max over steps of ‖y‖_∞/R_B (B) or ‖y‖/R_C (C).
+    Returns per replicate the max over steps of ‖y‖_∞/R_B (B), ‖y‖_∞/R_D (D) or ‖y‖/R_C (C).
     """
     rng = np.random.default_rng(seed)
     y = y0.numpy().copy()
     R = y.shape[0]
-    worst = np.abs(y).max(-1) / F.R_B if F.name == "B" else np.linalg.norm(y, axis=-1) / F.R_C
+    pos = (lambda v: np.abs(v).max(-1) / box(F)) if F.name in BOXED else (lambda v: np.linalg.norm(v, axis=-1) / F.R_C)
+    worst = pos(y)
     rows = np.arange(R)
     if F.name == "B":
         a, b, s_, o = F.a.numpy(), F.b.numpy(), F.s.numpy(), F.o.numpy()
         kap, th = F.kappa, F.theta
+    elif F.name == "D":
+        a, s_, o = F.a.numpy(), F.s.numpy(), F.o.numpy()
     else:
         al, ga, tau, lam = F.alpha.numpy(), F.gamma.numpy(), F.tau.numpy(), F.lam
         p1, p2, r, m = F.p1, F.p2, F.r, F.m
@@ -159,6 +163,9 @@ def _adversarial_y_run(F, y0, eta_y, steps, seed, greedy=True, verify=3):
             else:
                 tv = np.tanh(x @ a[i] + y @ b[i] - s_[i])
             gy = kap * tv[:, None] * b[i] + th * np.sinh(y - o[i])
+        elif F.name == "D":
+            wv = np.full(R, 1.0 + F.beta) if greedy else 1.0 + F.beta * np.tanh(x @ a[i] - s_[i])
+            gy = F.theta * wv[:, None] * np.sinh(y - o[i])
         else:
             Bm = y[:, : p1 * r].reshape(R, p1, r)
             Am = y[:, p1 * r:].reshape(R, r, p2)
@@ -179,30 +186,30 @@ def _adversarial_y_run(F, y0, eta_y, steps, seed, greedy=True, verify=3):
         y = y - eta_y * gy
         if not np.isfinite(y).all():
             return np.full(R, np.inf)
-        g = np.abs(y).max(-1) / F.R_B if F.name == "B" else np.linalg.norm(y, axis=-1) / F.R_C
-        worst = np.maximum(worst, g)
+        worst = np.maximum(worst, pos(y))
     return worst
 
 
 def _boundary_starts(F, rng, R=8):
-    if F.name == "B":
-        y = torch.tensor(rng.uniform(-1, 1, (R, F.d_y)), dtype=DT) * F.R_B
+    if F.name in BOXED:
+        y = torch.tensor(rng.uniform(-1, 1, (R, F.d_y)), dtype=DT) * box(F)
         lane = torch.tensor(rng.integers(0, F.d_y, R))
-        y[torch.arange(R), lane] = torch.tensor(rng.choice([-1.0, 1.0], R), dtype=DT) * F.R_B
-        y[0] = F.R_B
-        y[1] = -F.R_B
+        y[torch.arange(R), lane] = torch.tensor(rng.choice([-1.0, 1.0], R), dtype=DT) * box(F)
+        y[0] = box(F)
+        y[1] = -box(F)
         return y
     y = torch.tensor(rng.standard_normal((R, F.d_y)), dtype=DT)
     return y / y.norm(dim=-1, keepdim=True) * F.R_C
 
 
-@given(name=st.sampled_from(("B", "C")), seed=st.integers(0, 2**31 - 1), greedy=st.booleans())
+@given(name=st.sampled_from(("B", "C", "D")), seed=st.integers(0, 2**31 - 1), greedy=st.booleans())
 @settings(max_examples=6)
 def test_T9_invariance_under_adversarial_x(name, seed, greedy):
-    """T9: Lemma 4.3 box / Lemma 4.4 ball stay invariant for 10⁴ y-steps at the step cap, y₀ on the boundary."""
+    """T9: Lemma 4.3 box / Lemma 4.4 ball / Lemma D box stay invariant for 10⁴ y-steps at the step cap, y₀ on the
+    boundary."""
     rng = np.random.default_rng(seed)
-    if name == "B":
-        F = make_family("B", seed, n=int(rng.integers(1, 9)), d_x=int(rng.integers(2, 20)),
+    if name in BOXED:
+        F = make_family(name, seed, n=int(rng.integers(1, 9)), d_x=int(rng.integers(2, 20)),
                         d_y=int(rng.integers(1, 7)), m=int(rng.integers(1, 7)))
     else:
         F = make_family("C", seed, n=int(rng.integers(1, 9)), p1=int(rng.integers(2, 7)),
@@ -213,10 +220,13 @@ def test_T9_invariance_under_adversarial_x(name, seed, greedy):
     assert float(worst.max()) >= 1.0 - 1e-12  # started on the boundary
 
 
-def test_T9_negative_control_C_escapes_with_10x_step():
-    """With η_y = 10/(18 c_C) the ball of Lemma 4.4 is left (the cap is not vacuous)."""
+@pytest.mark.parametrize("name", ["C", "D"])
+def test_T9_negative_control_escapes_with_10x_step(name):
+    """With 10× the step cap (C: η_y = 10/(18 c_C); D: 10/(θ w_max cosh(R_D + o_max))) the invariant set is left
+    (the cap is not vacuous)."""
     for seed in range(3):
-        F = make_family("C", seed, n=3, p1=4, p2=3, r=2, m=2)
+        F = (make_family("C", seed, n=3, p1=4, p2=3, r=2, m=2) if name == "C"
+             else make_family("D", seed, n=3, d_x=4, d_y=2, m=2))
         y0 = _boundary_starts(F, np.random.default_rng(seed), R=4)
         worst = _adversarial_y_run(F, y0, 10 * F.step_cap_y(), 50, seed)
         assert float(worst.max()) > 1.0

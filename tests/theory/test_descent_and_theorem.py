@@ -31,13 +31,15 @@ from hypothesis import strategies as st
 
 from hybridopt import HybridConfig, HybridOptimizer, RandomReshuffling, train
 from hybridopt.theory import lemmas as LM
-from hybridopt.theory.bound import evaluate_theorem
+from hybridopt.theory.bound import step_caps
 from hybridopt.theory.families import DT, make_family
 
 try:
     from stats import batch_mean_se, bonferroni_z, mc_le
+    from strategies import domain_points, instances as _instances
 except ImportError:  # pragma: no cover - package-style import
     from tests.theory.stats import batch_mean_se, bonferroni_z, mc_le
+    from tests.theory.strategies import domain_points, instances as _instances
 
 EPS = np.finfo(np.float64).eps
 N_REP = 4000          # T6c: epochs from one z_t (spec §5)
@@ -94,37 +96,19 @@ def constants(F, **kw) -> dict:
 
 def step_sizes(F, ex: float, ey: float) -> tuple[float, float]:
     """Spec §5: η_x = 10^ex/(6nL_X), η_y = 10^ey/(4nL_Y), and η_y ≤ the y-cap of Lemmas 4.3/4.4."""
-    th = evaluate_theorem(constants(F, Delta=1.0), 1.0)
-    eta_x = 10 ** ex / (6 * F.n * th["L_X"])
-    eta_y = min(10 ** ey / (4 * F.n * th["L_Y"]), F.step_cap_y())
-    return eta_x, eta_y
+    cap_x, cap_y = step_caps(constants(F))
+    return 10 ** ex * cap_x, min(10 ** ey * cap_y, F.step_cap_y())
 
 
 def domain_point(F, rng) -> tuple[torch.Tensor, torch.Tensor]:
-    """One z_t of the cylinder (spec §5): A: N(0, σ²), σ = 10^U[−2,1]; B: y in the box; C: y in the ball."""
-    sz = 10 ** rng.uniform(-2, 1)
-    x = torch.tensor(rng.standard_normal(F.d_x) * sz, dtype=DT)
-    if F.name == "A":
-        y = torch.tensor(rng.standard_normal(F.d_y) * sz, dtype=DT)
-    elif F.name == "B":
-        y = torch.tensor(rng.uniform(-1, 1, F.d_y) * F.R_B, dtype=DT)
-    else:
-        y = torch.tensor(rng.standard_normal(F.d_y), dtype=DT)
-        y = y / y.norm() * F.R_C * rng.uniform(0, 1)
-    return x, y
+    """One z_t of the cylinder (spec §5; shared strategy :func:`strategies.domain_points`)."""
+    x, y = domain_points(F, rng, 1)
+    return x[0], y[0]
 
 
-@st.composite
-def instances(draw, families=("A", "B", "C"), max_n=8, max_dx=30, max_dy=6, max_p=6):
-    """Spec §5 dimensions (d_x capped for time): n ∈ [1, max_n], m ∈ [1, 6], d_x ∈ [2, max_dx],
-    d_y ∈ [1, max_dy]; C: p1, p2 ∈ [2, max_p], r ∈ [1, 2]."""
-    name = draw(st.sampled_from(families))
-    seed = draw(st.integers(0, 2**31 - 1))
-    n, m = draw(st.integers(1, max_n)), draw(st.integers(1, 6))
-    if name == "C":
-        return make_family("C", seed, n=n, m=m, p1=draw(st.integers(2, max_p)), p2=draw(st.integers(2, max_p)),
-                           r=draw(st.integers(1, 2)))
-    return make_family(name, seed, n=n, m=m, d_x=draw(st.integers(2, max_dx)), d_y=draw(st.integers(1, max_dy)))
+def instances(families=("A", "B", "C", "D"), max_n=8, max_dx=30, max_dy=6, max_p=6):
+    """Spec §5 dimensions (d_x capped for time), the shared strategy without its seed."""
+    return _instances(families, max_dx=max_dx, max_n=max_n, max_dy=max_dy, max_p=max_p).map(lambda fs: fs[0])
 
 
 def below(samples, z: float = 5.0, B: int = 50) -> float:

@@ -1,4 +1,4 @@
-"""Families A, B, C (spec §4): closed forms against autograd, quadrature, constants, core interface."""
+"""Families A–D (spec §4, FAMILIES.md): closed forms against autograd, quadrature, constants, core interface."""
 from __future__ import annotations
 
 import math
@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from hybridopt.theory.families import DT, FamilyA, FamilyB, FamilyC, gaussian_expectation, make_family
 
 try:
-    from strategies import FAMS, instances
+    from strategies import BOXED, FAMS, instances
 except ImportError:  # pragma: no cover - package-style import
-    from tests.theory.strategies import FAMS, instances
+    from tests.theory.strategies import BOXED, FAMS, instances
 
 
 
@@ -24,7 +24,7 @@ def random_point(F, rng, R=()):
     sz = 10 ** rng.uniform(-2, 1)
     x = torch.tensor(rng.standard_normal((*R, F.d_x)) * sz, dtype=DT)
     y = torch.tensor(rng.standard_normal((*R, F.d_y)) * sz, dtype=DT)
-    if F.name == "B":
+    if F.name in BOXED:
         y = y.clamp(-20, 20)
     if F.name == "C":
         y = y / y.norm(dim=-1, keepdim=True) * F.R_C * torch.tensor(rng.uniform(0, 1, (*R, 1)), dtype=DT)
@@ -39,8 +39,8 @@ def test_make_family_names_and_errors():
         assert set(c) >= {"L_x0", "L_x1", "L_y0", "L_y1", "L_xy0", "L_xy1", "G", "n", "d_x", "d_y"}
         assert c["case"] == "ii" and (c["n"], c["d_x"], c["d_y"]) == (F.n, F.d_x, F.d_y)
         assert all(c[k] >= 0 for k in ("L_x0", "L_x1", "L_y0", "L_y1", "L_xy0", "L_xy1")) and c["G"] > 0
-    with pytest.raises(ValueError, match="A, B, C"):
-        make_family("D", 0)
+    with pytest.raises(ValueError, match="A, B, C, D"):
+        make_family("E", 0)
     with pytest.raises(ValueError):
         make_family("C", 0, p1=3, p2=3, d_x=10)
     # same seed -> same data, different seed -> different data

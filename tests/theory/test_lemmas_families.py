@@ -35,9 +35,9 @@ except ImportError:  # pragma: no cover - package-style import
 
 EPS = np.finfo(np.float64).eps
 try:
-    from strategies import FAMS, instances
+    from strategies import BOXED, FAMS, domain_points, instances
 except ImportError:  # pragma: no cover - package-style import
-    from tests.theory.strategies import FAMS, instances
+    from tests.theory.strategies import BOXED, FAMS, domain_points, instances
 
 
 
@@ -59,17 +59,8 @@ def vals(F, **kw):
 
 
 def domain_point(F, rng, R):
-    """R points of the cylinder: A: N(0, σ²) with σ = 10^U[−2,1]; B: y in the box; C: y in the ball."""
-    sz = 10 ** rng.uniform(-2, 1, (R, 1))
-    x = torch.tensor(rng.standard_normal((R, F.d_x)) * sz, dtype=DT)
-    if F.name == "A":
-        y = torch.tensor(rng.standard_normal((R, F.d_y)) * sz, dtype=DT)
-    elif F.name == "B":
-        y = torch.tensor(rng.uniform(-1, 1, (R, F.d_y)) * F.R_B, dtype=DT)
-    else:
-        y = torch.tensor(rng.standard_normal((R, F.d_y)), dtype=DT)
-        y = y / y.norm(dim=-1, keepdim=True) * F.R_C * torch.tensor(rng.uniform(0, 1, (R, 1)), dtype=DT)
-    return x, y
+    """R points of the cylinder (shared strategy: :func:`strategies.domain_points`)."""
+    return domain_points(F, rng, R)
 
 
 def steps(F, rng):
@@ -92,7 +83,7 @@ def _segment_data(F, rng, R=16):
     if F.name == "C":
         x, y = domain_point(F, rng, R)
         y = y * 0.5
-    elif F.name == "B":
+    elif F.name in BOXED:
         sz = 10 ** rng.uniform(-2, 1, (R, 1))
         x = torch.tensor(rng.standard_normal((R, F.d_x)) * sz, dtype=DT)
         y = torch.tensor(rng.standard_normal((R, F.d_y)) * sz, dtype=DT).clamp(-20, 20)
@@ -106,7 +97,7 @@ def _segment_data(F, rng, R=16):
     hy *= (rho * np.sin(th) / np.linalg.norm(hy, axis=-1))[:, None]
     if F.name == "C":  # ‖y‖ ≤ R_C/2 and ‖h_y‖ ≤ R_C/2 keep [y, y + h_y] in the ball
         hy *= np.minimum(1.0, 0.5 * F.R_C / np.maximum(np.linalg.norm(hy, axis=-1), 1e-300))[:, None]
-    if F.name == "B":  # keep |y + s h_y| ≤ 25 (float64 range of cosh is no issue, this only bounds rounding)
+    if F.name in BOXED:  # keep |y + s h_y| ≤ 25 (float64 range of cosh is no issue, this only bounds rounding)
         hy = np.clip(hy, -5, 5)
     return x, y, torch.tensor(hx, dtype=DT), torch.tensor(hy, dtype=DT)
 
