@@ -60,7 +60,7 @@ __all__ = [
     "calE_expr", "bound_expr", "theorem_exprs", "calE", "bound_T", "bound_T_x", "bound_T_y", "bound_T_inf",
     "c_w", "A_w", "B_w", "mu_eps", "kappa0", "kappa1", "kappa2", "eta_eps", "T_req", "C", "eps4",
     "Theorem", "THEOREM", "THEOREM_R", "evaluate_theorem", "evaluate_bound", "schedule", "step_caps",
-    "satisfies_S", "T_req_for", "REQUIRED_KEYS", "BOUND_KEYS", "TREQ_FACTOR", "rebuild",
+    "satisfies_S", "T_req_for", "terms", "REQUIRED_KEYS", "BOUND_KEYS", "rebuild",
 ]
 
 _S = SYMBOLS
@@ -74,8 +74,6 @@ from hybridopt.theory.symbols import LATEX_NAMES as _LN  # noqa: E402
 
 _LN[_CALE] = r"\mathcal E(\eta_x,\eta_y,\mu)"
 
-#: term (v) of L6(B): 4Δ/(nηT) <= c ε²/5  <=>  T >= 20 Δ/(c n η ε²).  The only place the 20 of T_req lives.
-TREQ_FACTOR = 20
 #: constants :func:`evaluate_theorem` needs (no defaults: pass ``allow_defaults=True`` to fill q = ω = 1).
 REQUIRED_KEYS = ("L_x0", "L_x1", "L_y0", "L_y1", "L_xy0", "L_xy1", "G", "n", "d_x", "q", "omega", "Delta")
 #: constants :func:`evaluate_bound` needs (ω does not enter L6(A)).
@@ -158,11 +156,12 @@ def _branches(case: str, display: bool = False, law: str = "gaussian") -> dict[s
     k1b = sp.sqrt(_cw * q / (20 * n * Vbar * B))
     k2 = COEFFS["kappa2_scale"] * _cw * q / (30 * LX * Vbar)
     out.update({
-        "mu_a": COEFFS["mu_scale"] * sp.sqrt(_cw / 30) / bars["kbeta"],            # times eps
-        "mu_b": COEFFS["mu_scale"] * bars["mu_b"] if bars["mu_b"] is not None else sp.oo,
+        "mu_a": sp.sqrt(_cw / 30) / bars["kbeta"],            # times eps
+        "mu_b": bars["mu_b"] if bars["mu_b"] is not None else sp.oo,
         "kappa0_a": k0a, "kappa0_b": k0b, "kappa1_a": k1a, "kappa1_b": k1b, "kappa2": k2,
-        "Treq_coef": TREQ_FACTOR * Delta / (_cw * n),             # T_req = ceil(coef / (eta eps^2))
-        "C": TREQ_FACTOR / (_cw * n) * (G**2 * (1 / k0a + 1 / k0b) + G * (1 / k1a + 1 / k1b) + 1 / k2),
+        # term (v): 4Δ/(nηT) <= c ε²/5  <=>  T >= 20 Δ/(c n η ε²) (the 20: COEFFS['T_req_factor'])
+        "Treq_coef": COEFFS["T_req_factor"] * Delta / (_cw * n),             # T_req = ceil(coef / (eta eps^2))
+        "C": COEFFS["T_req_factor"] / (_cw * n) * (G**2 * (1 / k0a + 1 / k0b) + G * (1 / k1a + 1 / k1b) + 1 / k2),
     })
     return out
 
@@ -174,17 +173,20 @@ def theorem_exprs(case: str = "ii", display: bool = False, law: str = "gaussian"
     ``display=True`` gives the same formulas in terms of the display symbols (:math:`L_X`, :math:`c_\omega`,
     :math:`\kappa_j`, ...) for rendering; those are not evaluable from a constants dict."""
     b = _branches(case, display, law)
+    # unevaluated Min: sympy's argument comparisons cost seconds here and decide nothing (the arguments are
+    # symbolic); a substitution of numbers evaluates them
+    Min = lambda *a: sp.Min(*a, evaluate=False)  # noqa: E731
     cw = DISPLAY["c_omega"] if display else sp.Min(1, omega)
     sub = lambda e: e.subs(_cw, cw)  # noqa: E731
-    k0 = sp.Min(b["kappa0_a"], b["kappa0_b"])
-    k1 = sp.Min(sub(b["kappa1_a"]), sub(b["kappa1_b"]))
+    k0 = Min(b["kappa0_a"], b["kappa0_b"])
+    k1 = Min(sub(b["kappa1_a"]), sub(b["kappa1_b"]))
     k2 = sub(b["kappa2"])
     if display:
         K0, K1, K2 = DISPLAY["kappa_0"], DISPLAY["kappa_1"], DISPLAY["kappa_2"]
     else:
         K0, K1, K2 = k0, k1, k2
-    eta = sp.Min(K0, K1 * eps, K2 * eps**2)
-    mu_e = sub(b["mu_a"]) * eps if b["mu_b"] == sp.oo else sp.Min(sub(b["mu_a"]) * eps, b["mu_b"])
+    eta = Min(K0, K1 * eps, K2 * eps**2)
+    mu_e = sub(b["mu_a"]) * eps if b["mu_b"] == sp.oo else Min(sub(b["mu_a"]) * eps, b["mu_b"])
     return {
         "calE": calE_expr(case, display=display, law=law),
         "bound_T": bound_expr(case, display=display, law=law),
@@ -196,16 +198,18 @@ def theorem_exprs(case: str = "ii", display: bool = False, law: str = "gaussian"
         "kappa0": k0, "kappa1": k1, "kappa2": k2, "eta_eps": eta,
         "T_req": sp.ceiling(b["Treq_coef"].subs(_cw, cw) / (eta * eps**2)),
         "C": sub(b["C"]),
-        "eps4": sp.Min(sp.sqrt(K0 / K2), K1 / K2),
+        "eps4": Min(sp.sqrt(K0 / K2), K1 / K2),
     }
 
 
 def rebuild() -> None:
-    """Rebuild the module-level (case 'ii', Gaussian) expressions from the current coefficients (the numeric
-    caches are keyed by the coefficient table, so they need no reset)."""
-    global _II, calE, bound_T, bound_T_x, bound_T_y, bound_T_inf, c_w, A_w, B_w, mu_eps
+    """Rebuild the module-level (case 'ii', Gaussian) expressions from the current coefficients, if they changed
+    since the last build (the numeric caches are keyed by the coefficient table, so they need no reset)."""
+    global _II, _II_KEY, calE, bound_T, bound_T_x, bound_T_y, bound_T_inf, c_w, A_w, B_w, mu_eps
     global kappa0, kappa1, kappa2, eta_eps, T_req, C, eps4
-    _II = theorem_exprs("ii")
+    if _II_KEY == _coeff_key():
+        return
+    _II, _II_KEY = theorem_exprs("ii"), _coeff_key()
     calE, bound_T, bound_T_x, bound_T_y, bound_T_inf = (
         _II["calE"], _II["bound_T"], _II["bound_T_x"], _II["bound_T_y"], _II["bound_T_inf"])
     c_w, A_w, B_w, mu_eps = _II["c_w"], _II["A_w"], _II["B_w"], _II["mu_eps"]
@@ -213,17 +217,18 @@ def rebuild() -> None:
         _II["kappa0"], _II["kappa1"], _II["kappa2"], _II["eta_eps"], _II["T_req"], _II["C"], _II["eps4"])
 
 
+def _coeff_key() -> tuple:
+    return tuple((k, str(v)) for k, v in sorted(COEFFS.items()))
+
+
 _II: dict = {}
+_II_KEY: tuple | None = None
 calE = bound_T = bound_T_x = bound_T_y = bound_T_inf = c_w = A_w = B_w = mu_eps = None  # set by rebuild()
 kappa0 = kappa1 = kappa2 = eta_eps = T_req = C = eps4 = None
 rebuild()
 
 # ----------------------------------------------------------------------------------------------- numerics
 _CONST_NAMES = ("L_x0", "L_x1", "L_y0", "L_y1", "L_xy0", "L_xy1", "G", "n", "d_x", "q", "omega", "Delta")
-
-
-def _coeff_key() -> tuple:
-    return tuple((k, str(v)) for k, v in sorted(COEFFS.items()))
 
 
 @functools.lru_cache(maxsize=None)
@@ -321,7 +326,7 @@ def T_req_for(constants: Mapping[str, float], eta, eps):
     args, _ = _const_arrays(constants, needed=("n", "omega", "Delta"), who="T_req_for")
     cw = min(1.0, float(_get(args, "omega")))
     with np.errstate(divide="ignore"):
-        out = np.ceil(TREQ_FACTOR * float(_get(args, "Delta"))
+        out = np.ceil(float(COEFFS["T_req_factor"]) * float(_get(args, "Delta"))
                       / (cw * float(_get(args, "n")) * np.asarray(eta, float) * np.asarray(eps, float) ** 2))
     return float(out) if out.ndim == 0 else out
 
@@ -380,6 +385,41 @@ def evaluate_bound(constants: Mapping[str, float], T, eta_x: float, eta_y: float
     return res
 
 
+_ETA = sp.Symbol("eta", positive=True)
+
+
+def term_exprs(case: str = "ii", law: str = "gaussian") -> dict[str, sp.Expr]:
+    r"""Terms (i)–(iv) of the proof of L6(B) as functions of (constants, η, μ) with η_x = η, η_y = ωη: their sum is
+    :math:`4\mathcal E/(n\eta)` (checked in ``test_symbolic.py``); (v) = 4Δ/(nηT) is added by :func:`terms`."""
+    Lx, Ly, Lxy, LX, _, _ = _derived(check_case(case), False)
+    t = law_terms(check_law(law), mu)
+    Gn, Vm, b2, e = t["G_nu"], t["V"], t["beta"] ** 2, _ETA
+    return {"i": 6 * b2, "ii": 6 * LX * e * Vm / q,
+            "iii": 4 * n**2 * e**2 * (2 * Lx**2 * Gn**2 + omega**2 * Lxy**2 * G**2 + omega * Lxy**2 * Gn**2
+                                      + omega**3 * Ly**2 * G**2 / 2),
+            "iv": 4 * n * Vm * e**2 * (3 * Lx**2 + sp.Rational(3, 2) * omega * Lxy**2) / q}
+
+
+@functools.lru_cache(maxsize=None)
+def _terms_fn(case: str, law: str, _coeffs: tuple):
+    ex = term_exprs(case, law)
+    keys = tuple(ex)
+    return keys, sp.lambdify([_S[k] for k in _CONST_NAMES] + [_ETA, mu], [ex[k] for k in keys], modules="numpy")
+
+
+def terms(constants: Mapping[str, float], eps: float, case: str = "ii", law: str = "gaussian") -> dict:
+    r"""The five terms of the proof of L6(B) (R6(B)) at the schedule η(ε), μ(ε), T_req(ε), each of which the
+    theorem bounds by :math:`c_\omegaarepsilon^2/5` (``cap``): (i) 6β², (ii) 6L_XηV/q, (iii) 4n²η²(…G_ν², G²),
+    (iv) 4nVB_ωη²/q, (v) 4Δ/(nηT_req); plus ``eta``, ``mu``, ``T_req`` and ``S`` (η(ε), ωη(ε) satisfy (S))."""
+    th = evaluate_theorem(constants, eps, case, law)
+    keys, f = _terms_fn(check_case(case), check_law(law), _coeff_key())
+    args, _ = _const_arrays(constants)
+    vals = dict(zip(keys, (float(v) for v in f(*args, th["eta"], th["mu"]))))
+    vals["v"] = 4 * float(constants["Delta"]) / (float(constants["n"]) * th["eta"] * th["T_req"])
+    return dict(vals, cap=th["c_w"] * eps**2 / 5, eta=th["eta"], mu=th["mu"], T_req=th["T_req"],
+                regime=th["regime"], S=satisfies_S(constants, th["eta_x"], th["eta_y"], case))
+
+
 def schedule(constants: Mapping[str, float], eps: float, s: float = 1.0, case: str = "ii",
              law: str = "gaussian") -> dict:
     r"""The parameters of one run at ε: η_x = s·η(ε), η_y = ω η_x, μ = μ(ε) of L6(B) (R6(B) for Rademacher).
@@ -417,8 +457,15 @@ class Theorem:
         self.name = "L6" if law == "gaussian" else "R6"
         self.spec = ("spec §3 L6 (A) fixed-step bound, (B) epsilon-schedule; Remark 3.7" if law == "gaussian" else
                      "theory/RADEMACHER.md R6 (A) fixed-step bound, (B) epsilon-schedule")
-        self.exprs = theorem_exprs(case, law=law)
-        self.display = theorem_exprs(case, display=True, law=law)
+
+    @property
+    def exprs(self) -> dict:
+        """:func:`theorem_exprs` of this case and law (built when first read, for the current coefficients)."""
+        return theorem_exprs(self.case, law=self.law)
+
+    @property
+    def display(self) -> dict:
+        return theorem_exprs(self.case, display=True, law=self.law)
 
     def evaluate(self, constants: Mapping[str, float], eps=None) -> dict:
         if eps is None:

@@ -2,9 +2,9 @@
 
 Usage::
 
-    hybridopt theory                          # theorem L6 in readable text (assumptions, step sizes, T_req, C)
+    hybridopt theory [--law rademacher]       # theorem L6 (R6) in readable text (assumptions, step sizes, T_req, C)
     hybridopt theory --latex                  # LaTeX of every lemma and of the theorem
-    hybridopt theory --family A --seed 0 [--dx 20] [--eps 0.1] [--q 1] [--omega 1] [--case ii]
+    hybridopt theory --family A --seed 0 [--dx 20] [--eps 0.1] [--q 1] [--omega 1] [--case ii] [--law rademacher]
     hybridopt theory --markdown               # the generated sections of theory/README.md
     hybridopt theory --update-readme          # rewrite those sections in theory/README.md
 """
@@ -22,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybridopt theory", description=__doc__.split("\n")[0].replace("``", ""))
     p.add_argument("--latex", action="store_true", help="LaTeX of every lemma and the theorem")
     p.add_argument("--case", choices=("i", "ii"), default="ii", help="A3 case (default ii: G_plus = G)")
-    p.add_argument("--family", choices=("A", "B", "C"), help="synthetic family of theory.families")
+    p.add_argument("--family", choices=("A", "B", "C", "D"), help="synthetic family of theory.families")
+    p.add_argument("--law", choices=("gaussian", "rademacher"), default="gaussian",
+                   help="direction law of the ZO estimator: Theorem L6 (gaussian, default) or R6 (rademacher)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dx", type=int, default=None, help="d_x of the instance")
     p.add_argument("--eps", type=float, default=None, help="target accuracy (default G/10)")
@@ -44,13 +46,14 @@ def render_latex(case: str = "ii") -> str:
         out.append(f"% {name} ({o.spec}){' — if ' + o.condition if o.condition else ''}")
         out.append(o.latex())
     out.append(Theorem(case).latex())
+    out.append(Theorem(case, "rademacher").latex())
     return "\n".join(out)
 
 
 def render_markdown() -> str:
     """Markdown sections of ``theory/README.md`` generated from the lemma and theorem objects."""
     from hybridopt.theory import lemmas
-    from hybridopt.theory.bound import THEOREM
+    from hybridopt.theory.bound import THEOREM, THEOREM_R
 
     h = lemmas.helpers()
     from hybridopt.theory.symbols import latex as L
@@ -69,7 +72,9 @@ def render_markdown() -> str:
             lines.append(f"- Hypotheses: {o.condition}.")
         lines.append("- Tested by: " + (", ".join(f"`{t}`" for t in o.tested_by) or "—"))
         lines.append("")
-    lines += ["## Theorem L6 (rendered from `theory/bound.py`)", "", "```latex", THEOREM.latex(), "```", ""]
+    lines += ["## Theorem L6 (rendered from `theory/bound.py`)", "", "```latex", THEOREM.latex(), "```", "",
+              "## Theorem R6, Rademacher directions (rendered from `theory/bound.py`; derivation: `theory/RADEMACHER.md`)",
+              "", "```latex", THEOREM_R.latex(), "```", ""]
     return "\n".join(lines)
 
 
@@ -94,11 +99,12 @@ def _family_report(args) -> str:
     consts["Delta"] = float(fam.delta(x0, y0))
     consts["q"], consts["omega"] = args.q, args.omega
     eps = args.eps if args.eps is not None else consts["G"] / 10
-    r = evaluate_theorem(consts, eps, args.case)
+    r = evaluate_theorem(consts, eps, args.case, args.law)
     keys = ("L_x0", "L_x1", "L_y0", "L_y1", "L_xy0", "L_xy1", "G", "n", "d_x", "d_y", "Delta", "q", "omega")
-    out = [f"Family {args.family} (seed {args.seed}), A3 case ({args.case}); certified constants:"]
+    out = [f"Family {args.family} (seed {args.seed}), A3 case ({args.case}), {args.law} directions; certified constants:"]
     out += [f"  {k:6s} = {consts[k]:.6g}" for k in keys if k in consts]
-    out += [f"Theorem L6(B) at eps = {eps:.6g}" + ("  (eps > G: any T >= 1 works)" if r["trivial"] else ""),
+    name = "L6(B)" if args.law == "gaussian" else "R6(B)"
+    out += [f"Theorem {name} at eps = {eps:.6g}" + ("  (eps > G: any T >= 1 works)" if r["trivial"] else ""),
             f"  mu(eps)   = {r['mu']:.6g}",
             f"  eta_x     = {r['eta_x']:.6g}   eta_y = {r['eta_y']:.6g}   (regime eps^{r['regime']})",
             f"  kappa0,1,2 = {r['kappa0']:.6g}, {r['kappa1']:.6g}, {r['kappa2']:.6g}",
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"theory.families is not available: {e}", file=sys.stderr)
             return 2
     else:
-        print(Theorem(args.case).text())
+        print(Theorem(args.case, args.law).text())
     return 0
 
 

@@ -150,7 +150,7 @@ MUTATIONS: dict[str, dict[str, sp.Expr]] = {
     "M11": {"kappa0_x": sp.Integer(3)},      # kappa_0: 1/(6 n L_X) -> 1/(3 n L_X) (eta(eps) then breaks (S))
     "M12": {"L3b_grad": sp.Integer(1)},      # V(mu): 2(d_x+2) G^2 -> (d_x+2) G^2 (the factor 2 of L3(b))
     "M13": {"kappa2_scale": sp.Integer(100)},  # kappa_2 -> 100 kappa_2 in eta(eps): term (ii) of L6(B) > c eps^2/5
-    "M14": {"mu_scale": sp.Integer(30)},     # mu(eps) -> 30 mu(eps): the simulation on Family D misses eps^2
+    "M14": {"T_req_factor": R(1, 5)},        # T_req(eps) -> T_req/100: the simulator's certified window fails
     "M15": {"L3a_factor": R(1, 4)},          # Rademacher bias 1/2 ell mu m -> 1/4 ell mu m (R2(b), R3, V_R)
     "M16": {"R3b_dim": R(1, 2)},             # R3(b): m (|grad phi| + beta)^2 -> (m/2) (...)^2
 }
@@ -190,7 +190,7 @@ TESTED_BY: dict[str, tuple[str, ...]] = {
            f"{_T67}::test_T6c_L5_one_epoch_descent", f"{_T67}::test_T6c_falsification_shrunk_calE"),
     "L6A": (f"{_T0}::test_S6_theorem_terms", f"{_T8}::test_T8_parameter_choices_exact",
             f"{_T8}::test_T8_kappa0_branch_satisfies_S", f"{_T67}::test_T7_L6A_fixed_step_bound",
-            f"{_SIM}::test_certified_window_and_kappa2_mutation", f"{_M}[M11]", f"{_M}[M13]"),
+            f"{_SIM}::test_certified_window_and_T_req_mutation", f"{_M}[M11]", f"{_M}[M13]", f"{_M}[M14]"),
     "L6A_x": (f"{_T0}::test_S6_theorem_terms", f"{_T67}::test_T7_L6A_fixed_step_bound"),
     "L6A_y": (f"{_T0}::test_S6_theorem_terms", f"{_T67}::test_T7_L6A_fixed_step_bound"),
     "R2a": (f"{_RD}::test_R2a_exact_enumeration",),
@@ -199,7 +199,7 @@ TESTED_BY: dict[str, tuple[str, ...]] = {
     "R3b": (f"{_RD}::test_R2b_R3b_exact_enumeration", f"{_RD}::test_R3b_on_families_mc", f"{_M}[M16]"),
     "R4b": (f"{_RD}::test_R4b_drift_E5",),
     "R5": (f"{_RD}::test_R_assembly_identity", f"{_RD}::test_R5_one_epoch_descent"),
-    "R6A": (f"{_RD}::test_R6_theorem_terms", f"{_RD}::test_R6B_parameter_choices_exact"),
+    "R6A": (f"{_RD}::test_R6_theorem_terms", f"{_T8}::test_T8_parameter_choices_exact"),
     "R6A_x": (f"{_RD}::test_R6_theorem_terms",),
     "R6A_y": (f"{_RD}::test_R6_theorem_terms",),
 }

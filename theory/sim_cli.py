@@ -339,13 +339,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--param", type=_param, action="append", default=[], metavar="K=V",
                    help="keyword argument of the objective factory (repeatable; values are Python literals)")
     p.add_argument("--law", choices=["gaussian", "rademacher", "both"], default="gaussian",
-                   help="--objective: direction law(s) of the ZO estimator")
-    p.add_argument("--points", type=int, default=4, help="--objective: certified ε values")
-    p.add_argument("--seeds", type=int, default=3, help="--objective: independent run seeds per ε")
-    p.add_argument("--eps-frac", type=float, default=0.5, help="--objective: largest ε / ‖∇f(z₀)‖")
-    p.add_argument("--q", type=int, default=1, help="--objective: directions per step")
-    p.add_argument("--replicates", type=int, default=32, help="--objective: replicates per run")
-    p.add_argument("--p2-epochs", type=int, default=300, help="--objective: epochs of each fixed-step curve")
+                   help="--objective: direction law(s) of the ZO estimator (default gaussian)")
+    p.add_argument("--data-seed", type=int, default=0, help="--objective: the factory's seed (default 0)")
+    p.add_argument("--start-seed", type=int, default=0, help="--objective: the seed of start(seed) (default 0)")
+    p.add_argument("--points", type=int, default=4, help="--objective: certified ε values (default 4)")
+    p.add_argument("--seeds", type=int, default=3, help="--objective: independent run seeds per ε (default 3)")
+    p.add_argument("--eps-frac", type=float, default=0.5, help="--objective: largest ε / ‖∇f(z₀)‖ (default 0.5)")
+    p.add_argument("--q", type=int, default=1, help="--objective: directions per step (default 1)")
+    p.add_argument("--replicates", type=int, default=32, help="--objective: replicates per run (default 32)")
+    p.add_argument("--p2-epochs", type=int, default=300,
+                   help="--objective: epochs of each fixed-step curve, 0 for none (default 300)")
     p.add_argument("--out", default="simulation", help="output directory (default: ./simulation)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     p.add_argument("--plots-only", action="store_true", help="redraw the figures from DIR/simulation.json")
@@ -382,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             tasks = S.objective_plan(args.objective, dict(args.param), points=args.points, seeds=args.seeds,
                                      eps_max_frac=args.eps_frac, laws=laws, q=args.q, replicates=args.replicates,
-                                     p2_T=args.p2_epochs)
+                                     p2_T=args.p2_epochs, data_seed=args.data_seed, start_seed=args.start_seed)
         except (ValueError, TypeError, KeyError, ImportError) as e:
             print(f"hybridopt simulate: {e}", file=sys.stderr)
             return 2

@@ -126,7 +126,8 @@ def _p1_panel(ax, runs, slopes, consts, mode, metric, law="gaussian"):
     ax.set_ylabel("epochs to ε, T̂(ε)")
     ax.grid(True, which="both", alpha=0.25)
     # below the axes: inside, the legend covered the large-T̂ points at small ε
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
 
 
 def _short(inst: str) -> str:

@@ -691,16 +691,18 @@ def plan(mode: str, families: list[str] | None = None) -> list[dict]:
 def objective_plan(spec: str, params: dict | None = None, points: int = 4, seeds: int = 3,
                    eps_max_frac: float = 0.5, ratio: float = GRID_RATIO, laws=("gaussian",), q: int = 1,
                    replicates: int = 32, hold_multiple: float = HOLD_MULTIPLE, p2_T: int = 300,
-                   p2_factors=(1.0, 0.1, 0.01), p2_mus=(1e-3, 1e-2, 1e-1)) -> list[dict]:
+                   p2_factors=(1.0, 0.1, 0.01), p2_mus=(1e-3, 1e-2, 1e-1), data_seed: int = 0,
+                   start_seed: int = 0) -> list[dict]:
     """Tasks checking the theorem on a user's objective ``module:factory``: certified points (``points`` ε values
     from ``eps_max_frac``·‖∇f(z₀)‖, ``seeds`` seeds, each run to ``hold_multiple``·T_req) and fixed-step curves
-    (P2: every factor × the caps of (S) with every μ, ``p2_T`` epochs) for every law."""
+    (P2: every factor × the caps of (S) with every μ, ``p2_T`` epochs; none if 0) for every law."""
     tasks = []
     for law in laws:
-        inst = _inst(spec, params or {}, q=q, replicates=replicates, law=law)
+        inst = _inst(spec, params or {}, q=q, replicates=replicates, law=law, data_seed=data_seed,
+                     start_seed=start_seed)
         tasks += p1_tasks(dict(mode="certified", instance=inst, points=points, seeds=seeds, ratio=ratio,
                                eps_max_frac=eps_max_frac, hold_multiple=hold_multiple))
         tasks += [dict(kind="p2", instance=inst, factor=f, mu=mu, T=p2_T,
                        label=f"caps x {f:g}, mu={mu:g}" + ("" if law == "gaussian" else f", {law}"))
-                  for f in p2_factors for mu in p2_mus]
+                  for f in p2_factors for mu in p2_mus if p2_T > 0]
     return tasks

@@ -63,13 +63,13 @@ class _FixedPermutation(RandomReshuffling):
         return self._perm.clone()
 
 
-def core_epochs(F, x0, y0, eta_x, eta_y, mu, q, R, epochs, seed, perm=None) -> dict:
-    """``epochs`` epochs of HybridRR through the core, R replicates from (x0, y0).
+def core_epochs(F, x0, y0, eta_x, eta_y, mu, q, R, epochs, seed, perm=None, law="gaussian") -> dict:
+    """``epochs`` epochs of HybridRR through the core, R replicates from (x0, y0), directions of law ``law``.
 
     Returns f, gx2, gy2 of shape (epochs + 1, R): f(z_t), ‖∇ₓf(z_t)‖², ‖∇ᵧf(z_t)‖² at every epoch start.
     """
     prob = F.as_problem(x0, y0, replicates=R)
-    cfg = HybridConfig(lr_x=float(eta_x), lr_y=float(eta_y), mu=float(mu), q=int(q), seed=int(seed))
+    cfg = HybridConfig(lr_x=float(eta_x), lr_y=float(eta_y), mu=float(mu), q=int(q), seed=int(seed), direction=law)
     opt = HybridOptimizer(prob, cfg, keep_zo_log=False)
     smp = RandomReshuffling(F.n, 1, seed=int(seed), replicates=R) if perm is None else _FixedPermutation(perm, R)
     x, y = prob.zo_params[0], prob.fo_params[0]
@@ -122,16 +122,16 @@ def below(samples, z: float = 5.0, B: int = 50) -> float:
 # ------------------------------------------------------------------------------------------------ T6c
 
 
-def t6c_measure(F, x, y, eta_x, eta_y, mu, q, perm, seed) -> tuple[np.ndarray, float, float]:
-    """Samples of the L5 LHS over N_REP epochs from z_t = (x, y) with π_t = perm, the RHS 𝓔 and the rounding
-    allowance 8·eps·max_r(|f(z_t)| + |f(z_{t+1})|) of the difference f(z_{t+1}) − f(z_t)."""
-    out = core_epochs(F, x, y, eta_x, eta_y, mu, q, N_REP, 1, seed, perm=perm)
+def t6c_measure(F, x, y, eta_x, eta_y, mu, q, perm, seed, law="gaussian") -> tuple[np.ndarray, float, float]:
+    """Samples of the L5 (R5 for Rademacher directions) LHS over N_REP epochs from z_t = (x, y) with π_t = perm, the
+    RHS 𝓔 and the rounding allowance 8·eps·max_r(|f(z_t)| + |f(z_{t+1})|) of the difference f(z_{t+1}) − f(z_t)."""
+    out = core_epochs(F, x, y, eta_x, eta_y, mu, q, N_REP, 1, seed, perm=perm, law=law)
     f0, f1 = out["f"][0], out["f"][1]
     # one z_t for every replicate (batched kernels may round replicate rows differently in the last bits)
     assert np.allclose(f0, f0[0], rtol=1e-12, atol=0) and np.allclose(out["gx2"][0], out["gx2"][0, 0], rtol=1e-12, atol=0)
     n = F.n
     samples = f1 - f0 + n * eta_x / 4 * out["gx2"][0] + n * eta_y / 4 * out["gy2"][0]
-    rhs = LM.L5.evaluate(constants(F, eta_x=eta_x, eta_y=eta_y, mu=mu, q=q))
+    rhs = (LM.L5 if law == "gaussian" else LM.R5).evaluate(constants(F, eta_x=eta_x, eta_y=eta_y, mu=mu, q=q))
     return samples, rhs, float(8 * EPS * np.max(np.abs(f0) + np.abs(f1)))
 
 
@@ -212,12 +212,14 @@ def t7_checks(meas: dict, rhs: dict, shrink: float = 1.0) -> list:
 
 _A_SMALL = make_family("A", 0, n=3, d_x=6, d_y=2, m=2)
 _B_SMALL = make_family("B", 1, n=2, d_x=5, d_y=2, m=2)
+_D_SMALL = make_family("D", 2, n=3, d_x=6, d_y=2, m=2)
 
 
 @given(F=instances(max_n=3, max_dx=8, max_dy=3, max_p=3), run=st.integers(0, 2**31 - 1), ex=st.floats(-3, 0),
        ey=st.floats(-3, 0), lmu=st.floats(-4, 0.3), q=st.sampled_from([1, 2, 4, 8]))
 @example(F=_A_SMALL, run=0, ex=0.0, ey=0.0, lmu=-3.0, q=1)  # at the caps of (S): Ā_T moves
 @example(F=_B_SMALL, run=1, ex=0.0, ey=0.0, lmu=-2.0, q=2)
+@example(F=_D_SMALL, run=2, ex=0.0, ey=0.0, lmu=-2.0, q=1)   # L_x1, L_xy1 > 0, at the caps of (S)
 @settings(max_examples=2)
 def test_T7_L6A_fixed_step_bound(F, run, ex, ey, lmu, q):
     """T7: Ā_T ≤ B(T) at each T of a log-grid up to 200 epochs (R = 100 runs through the core), the x- and

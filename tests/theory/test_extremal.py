@@ -1,4 +1,4 @@
-"""T2–T5 of spec §5 on the extremal instances E1–E5, including the sharpness checks.
+"""T2–T5 of spec §5 on the extremal instances E1–E6 (E4 also tilted), including the sharpness checks.
 
 Every test calls a ``check_*`` helper that returns :class:`stats.Check` objects; the mutation tests
 (``test_mutations.py``) call the same helpers under ``theory.lemmas.mutated(...)`` and assert a violation.
@@ -14,7 +14,7 @@ from hypothesis import example, given, strategies as st
 
 from stats import det_ge, det_le, mc_eq, mc_le, sharp
 from hybridopt.theory import lemmas
-from hybridopt.theory.extremal import E1, E2, E3, E4, E5, two_point_estimate
+from hybridopt.theory.extremal import E1, E2, E3, E4, E5, E6, two_point_estimate
 
 N_MC = 200_000          # spec §5: N = 2e5 for L3
 N_REP = 4000            # spec §5: N_rep = 4000 epochs for L4(b)
@@ -141,6 +141,54 @@ def test_T2_L1bc_E1_small_h(y1, h1, d_y):
         assert chk, chk
         assert lhs / rhs >= 1 - 2 * abs(h1), (name, lhs / rhs)   # ratio = 1 - O(|h1|)
     assert res["L1c_x"][0], res["L1c_x"]
+
+
+def check_L1_E6(c_x, c_y, alpha, beta, seed=0) -> dict:
+    """L1(a) at s = 1, L1(b), L1(c)_x, L1(c)_y on E6 = exp(<c_x,x> + <c_y,y>) along h = (alpha c_x/|c_x|,
+    beta c_y/|c_y|) from a random point: dict name -> (Check <=, lhs, rhs)."""
+    e = E6(c_x, c_y)
+    rng = np.random.default_rng(seed)
+    x, y = 0.3 * rng.standard_normal(e.d_x), 0.3 * rng.standard_normal(e.d_y)
+    hx, hy = e.sharp_direction(alpha, beta)
+    out = check_L1bc(e, x, y, hx, hy)
+    out["L1a"] = check_L1a(e, x, y, hx, hy, 1.0)
+    return out
+
+
+_coord = floats(-2, 2).map(lambda v: 0.0 if abs(v) < 1e-2 else v)   # no subnormal coefficients
+
+
+@given(cx=st.lists(_coord, min_size=1, max_size=3), cy=st.lists(_coord, min_size=1, max_size=3),
+       ab=st.tuples(log_floats(-4, 0), log_floats(-4, 0)), seed=st.integers(0, 2**31))
+@example(cx=[1.0, 0.5], cy=[0.7], ab=(1e-3, 1e-3), seed=0)
+@example(cx=[0.0], cy=[1.0], ab=(0.0, 0.5), seed=1)      # E1 (x unused)
+@example(cx=[1.2], cy=[0.0], ab=(0.3, 0.0), seed=2)      # the x-block alone: L_x1 > 0
+def test_T2_L1_E6(cx, cy, ab, seed):
+    """L1(a)–(c) on E6 (every L_.1 > 0, L_.0 = 0), and the sharpness that gives M9/M10 their teeth: along the sharp
+    direction the L1(b) and L1(c)_x ratios are 1 − O(|h|)."""
+    if not (np.any(np.asarray(cx)) or np.any(np.asarray(cy))):
+        return                              # E6 needs c != 0
+    res = check_L1_E6(cx, cy, *ab, seed)
+    for name, (chk, lhs, rhs) in res.items():
+        assert chk, (name, chk)
+    e = E6(cx, cy)
+    k = e.nx * ab[0] + e.ny * ab[1]                     # <c, h>
+    if 0 < k <= 1e-2:
+        for name in ("L1b",) + (("L1c_x",) if e.nx > 0 else ()):
+            _, lhs, rhs = res[name]
+            assert lhs / rhs >= 1 - 3 * (e.nx + e.ny) / e.nc * k * 2, (name, lhs / rhs)
+
+
+def check_L1c_x_E6_pure_y(c_x=(1.0,), c_y=(1.0,), beta=0.5):
+    """L1(c)_x on E6 with h = (0, h_y): the x-gradient moves (LHS = |c_x| f (e^{beta |c_y|} − 1) > 0) while the
+    L_.0 part of the bound is 0, so all of the RHS is Lambda^x_1 gbar (M9 drops it)."""
+    return check_L1_E6(list(c_x), list(c_y), 0.0, beta)["L1c_x"]
+
+
+def check_L1b_E6_balanced(h=1e-3):
+    """L1(b) on E6 with |c_x| h_x = |c_y| h_y = h: half of q_1 is the cross term 2 L_xy1 |h_x||h_y| (M10 drops it),
+    while LHS/RHS -> 1 as h -> 0."""
+    return check_L1_E6([1.0], [1.0], h, h)["L1b"]
 
 
 def check_L1d(consts, g0, hx, hy, theta) -> tuple:
@@ -294,6 +342,35 @@ def test_T4_L3bc_E4(ell, m, mu, scale, seed):
     checks0, s0, rhs0 = check_L3bc_E4(ell, 1, mu, seed + 11)   # sharp instance: x = 0, m = 1, ratio 1/2
     assert checks0["L3b"], checks0["L3b"]
     chk = sharp(s0, rhs0["L3b"], 0.5, what="L3b E4 m=1")
+    assert chk, chk
+
+
+def check_L3b_E4_tilted(ell=1.0, g=1.0, mu=0.5, seed=0, N=N_MC):
+    """L3(b) on the tilted E4 (g w_1 + ell/2 w_1|w_1|, m = 1) at x = 0: E||g1||^2 = 3g^2 + 8 sqrt(2/pi) g ell mu
+    + 15 ell^2 mu^2/4 = 7.13 for (1, 1, 1/2) against the bound 2(m+2)g^2 + (1/2)15 ell^2 mu^2 = 7.88 (ratio 0.905):
+    the factor 2 of 2(m+2)|grad phi|^2 (and of V(mu)) is needed (M12 replaces it by 1: bound 4.88).
+    Returns (Check <=, samples, rhs, exact)."""
+    e = E4(ell, 1, g=g)
+    x = np.zeros(1)
+    gs = l3_samples(e, x, mu, seed, N)
+    sq = np.sum(gs * gs, axis=1)
+    rhs = lemmas.L3b.evaluate(dict(ell=ell, m=1, mu=mu, gnorm=abs(g)))
+    return mc_le(sq, rhs, what="L3b tilted E4"), sq, rhs, e.second_moment_at_zero(mu)
+
+
+@given(g=floats(0.5, 2), ell=log_floats(-1, 1), seed=st.integers(0, 2**31))
+@example(g=1.0, ell=1.0, seed=0)
+def test_T4_L3b_E4_tilted(g, ell, seed):
+    """L3(b) on the tilted E4 at x = 0, m = 1, mu = g/(2 ell): MC "<=", the closed form of E||g1||^2 (MC "="),
+    and sharpness at the closed-form ratio (>= 0.9 at g = ell mu... 2 ell mu)."""
+    mu = g / (2 * ell)
+    chk, sq, rhs, exact = check_L3b_E4_tilted(ell, g, mu, seed)
+    assert chk, chk
+    chk = mc_eq(sq, exact, what="tilted E4 closed form")
+    assert chk, chk
+    ratio = exact / rhs
+    assert ratio > 0.9, ratio
+    chk = sharp(sq, rhs, ratio, what="L3b tilted E4")
     assert chk, chk
 
 

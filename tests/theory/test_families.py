@@ -160,6 +160,8 @@ def test_default_start_domain_and_gradient(name):
 
 def test_domains_and_caps():
     A, B, C = make_family("A", 1), make_family("B", 1), make_family("C", 1)
+    assert A.domain_ratio(torch.zeros(A.d_y, dtype=DT)) is None
+    assert math.isclose(float(B.domain_ratio(torch.full((B.d_y,), B.R_B, dtype=DT))), 1.0)
     assert A.in_domain(torch.full((A.d_y,), 1e6, dtype=DT)) and A.step_cap_y() == math.inf
     assert B.in_domain(torch.full((B.d_y,), B.R_B, dtype=DT))
     assert not B.in_domain(torch.full((B.d_y,), B.R_B * 1.001, dtype=DT))
@@ -171,6 +173,29 @@ def test_domains_and_caps():
     assert C.in_domain(y) and not C.in_domain(y * 1.001)
     assert math.isclose(C.step_cap_y(), 1 / (18 * C.c_C))
     assert math.isclose(C.R_C, 2 * math.sqrt(2 * C.c_C / C.lam))
+
+
+def test_family_D_box_cap_and_S():
+    """Lemma D: the box [−R_D, R_D]^{d_y} with R_D = o_max + δ; no y-step overshoots o_il when
+    η_y θ(1+β) cosh(R_D + o_max) ≤ 1; and (S) implies that cap (so do the caps of B and C), which is why the
+    simulator's fixed-step runs at the caps of (S) stay inside the theorem."""
+    from hybridopt.theory.bound import step_caps
+
+    D = make_family("D", 2)
+    assert math.isclose(D.R_D, D.o_max + D.delta_box)
+    assert D.in_domain(torch.full((D.d_y,), D.R_D, dtype=DT)) and not D.in_domain(torch.full((D.d_y,), 1.001 * D.R_D, dtype=DT))
+    assert math.isclose(D.step_cap_y(), 1 / (D.theta * (1 + D.beta) * math.cosh(D.R_D + D.o_max)))
+    for F in (D, make_family("B", 2), make_family("C", 2), make_family("D", 3, theta=2.0, beta=0.9, delta=0.1)):
+        c = F.constants()
+        assert step_caps(c)[1] <= F.step_cap_y(), F
+    c = D.constants()
+    assert c["L_x1"] > 0 and c["L_xy1"] > 0 and c["L_y1"] == 1.0 and c["L_xy0"] == 0.0
+    # not L-smooth in y: the yy-curvature along y = o_i + tau e_1 grows like theta (1 - beta) cosh(tau)
+    for tau in (5.0, 10.0):
+        y = D.o[0].clone()
+        y[0] += tau
+        _, _, Hyy = D.hessian_blocks(0, torch.zeros(D.d_x, dtype=DT), y)
+        assert float(torch.linalg.matrix_norm(Hyy, ord=2)) >= D.theta * (1 - D.beta) * math.cosh(tau)
 
 
 def test_large_dx_replicates_are_cheap():

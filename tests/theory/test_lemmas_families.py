@@ -153,6 +153,31 @@ def test_T2_L1_on_families(inst, data):
 # ---------------------------------------------------------------------------------- T2* (L1*)
 
 
+def check_L1c_x_family_D(seed: int = 0, h: float = 0.3) -> tuple:
+    """L1(c)_x on Family D with h = (0, h_y): the x-gradient moves through the gate θ w'(v) E(y) a while
+    Λ^x_0 = L_xy0 ‖h_y‖ = 0, so the whole bound is Λ^x_1 ḡ (the term M9 drops).  Returns (Check, lhs, rhs)."""
+    F = make_family("D", seed, n=2, d_x=6, d_y=2, m=2)
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.standard_normal(F.d_x), dtype=DT)
+    y = F.o[0].clone()
+    hy = torch.full((F.d_y,), h, dtype=DT)
+    gx0, gy0 = F.grad_i(0, x, y)
+    gx1, _ = F.grad_i(0, x, y + hy)
+    lhs = float((gx1 - gx0).norm())
+    c = vals(F, g0=float(torch.sqrt(gx0.pow(2).sum() + gy0.pow(2).sum())), hx=0.0, hy=float(hy.norm()))
+    rhs = LM.L1c_x.evaluate(c)
+    return det_le(lhs, rhs, what="L1c_x family D"), lhs, rhs
+
+
+@given(seed=st.integers(0, 1000), h=st.floats(0.05, 1.0))
+def test_T2_L1c_x_family_D_hgs_part(seed, h):
+    """Family D (L_x1, L_xy1 > 0) on a pure y-step: L1(c)_x holds, with a positive left side and L_xy0 = 0 — so
+    the generalized-smoothness term Λ^x_1 ḡ is what carries the bound."""
+    chk, lhs, rhs = check_L1c_x_family_D(seed, h)
+    assert chk, chk
+    assert lhs > 0 and make_family("D", seed, n=2, d_x=6, d_y=2, m=2).constants()["L_xy0"] == 0.0
+
+
 @given(inst=instances(max_dx=30), run=st.integers(0, 2**31 - 1))
 @settings(max_examples=6)
 def test_T2star_L1star_along_y_legs(inst, run):
