@@ -90,7 +90,13 @@ def _finetune_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-y", type=float, help=f"learning rate of the FO block ({_per_method(d, 'lr_y')})")
     p.add_argument("--mu", type=float, help=f"ZO smoothing radius ({_per_method(d, 'mu')})")
     p.add_argument("--q", type=int, help=f"ZO directions per step (default: {HybridConfig().q})")
-    p.add_argument("--estimator", help=f"central (the theorem's) or forward (default: {HybridConfig().estimator})")
+    p.add_argument("--estimator", help="paired (the theorem's estimator, f(x+mu u) and f(x-mu u) in one "
+                                       "doubled-batch forward), central (the same from two forwards) or forward "
+                                       f"(one-sided) (default: {HybridConfig().estimator})")
+    p.add_argument("--direction", help="ZO direction law: gaussian (the theorem's), rademacher or sphere "
+                                       f"(default: {HybridConfig().direction})")
+    p.add_argument("--zo-rule", help="ZO update rule: sgd (the theorem's) or momentum (ZO-SGD with momentum) "
+                                     f"(default: {HybridConfig().zo_rule})")
     p.add_argument("--fo-optimizer", help=f"sgd, momentum or adam ({_per_method(d, 'fo_optimizer')})")
     p.add_argument("--checkpoint-every", type=int, metavar="K",
                    help=f"save a checkpoint every K steps; 0: only on SIGINT/SIGTERM (default: {d['checkpoint_every']})")
@@ -128,6 +134,7 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
     if peft:
         o["peft"] = peft
     opt = {k: v for k, v in {"lr_x": a.lr_x, "lr_y": a.lr_y, "mu": a.mu, "q": a.q, "estimator": a.estimator,
+                             "direction": a.direction, "zo_rule": a.zo_rule,
                              "fo_optimizer": a.fo_optimizer}.items() if v is not None}
     if opt:
         o["optimizer"] = opt

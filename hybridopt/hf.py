@@ -64,7 +64,11 @@ class HybridTrainingArguments(TrainingArguments):
     mu: float = field(default=1e-3, metadata={"help": "ZO smoothing radius"})
     q: int = field(default=1, metadata={"help": "ZO directions per step"})
     direction: str = field(default="gaussian", metadata={"help": "gaussian (the theorem's), rademacher or sphere"})
-    estimator: str = field(default="central", metadata={"help": "central (the theorem's) or forward"})
+    estimator: str = field(default="paired", metadata={"help": "paired (the theorem's estimator, both probes in one "
+                                                                  "doubled-batch forward), central (the same from two "
+                                                                  "forwards) or forward"})
+    zo_rule: str = field(default="sgd", metadata={"help": "ZO update rule: sgd (the theorem's) or momentum"})
+    zo_momentum: float = field(default=0.9, metadata={"help": "momentum of zo_rule='momentum'"})
     fo_optimizer: str = field(default="adam", metadata={"help": "sgd, momentum or adam (AdamW)"})
     momentum: float = field(default=0.9, metadata={"help": "momentum of fo_optimizer='momentum'"})
     zo_weight_decay: float = field(default=0.0, metadata={"help": "weight decay of the ZO block's matrices"})
@@ -101,7 +105,8 @@ class HybridTrainingArguments(TrainingArguments):
         warmup = 0 if name == "constant" else self.get_warmup_steps(total_steps or 0)
         return HybridConfig(
             lr_x=self.lr_x, lr_y=self.learning_rate if self.lr_y is None else self.lr_y, mu=self.mu, q=self.q,
-            estimator=self.estimator, direction=self.direction, fo_optimizer=self.fo_optimizer,
+            estimator=self.estimator, direction=self.direction, zo_rule=self.zo_rule, zo_momentum=self.zo_momentum,
+            fo_optimizer=self.fo_optimizer,
             momentum=self.momentum, betas=(self.adam_beta1, self.adam_beta2), adam_eps=self.adam_epsilon,
             weight_decay_x=self.zo_weight_decay, weight_decay_y=self.weight_decay, schedule=SCHEDULES[name],
             warmup_steps=warmup, total_steps=total_steps if SCHEDULES[name] != "constant" else None,
@@ -240,6 +245,17 @@ class MetricsFiles(TrainerCallback):
         write_text(self._paths(args)[1], buf.getvalue())
 
 
+class _FlushAtEnd(TrainerCallback):
+    """The core folds each ZO update into the next step's probe sweep; when training ends no sweep
+    comes, so the last update is written here (evaluations and ``state_dict()`` flush by themselves)."""
+
+    def __init__(self, trainer: "HybridTrainer") -> None:
+        self.trainer = trainer
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer._flush()
+
+
 def _is_causal_lm(model: torch.nn.Module) -> bool:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     get = getattr(model, "get_base_model", None)
@@ -277,7 +293,9 @@ class HybridTrainer(Trainer):
     * ``_save``, ``_load_from_checkpoint``, ``_load_best_model``: a checkpoint / ``save_model``
       directory holds the updated base weights and the adapter (``adapter/``), not the adapter alone
       (:mod:`hybridopt.benchmarks.export`), and loads back bit for bit;
-    * ``log``: adds ``lr_x`` and ``lr_y``.
+    * ``log``: adds ``lr_x`` and ``lr_y``;
+    * and a callback writes the last ZO update at the end of training (the core folds each update into
+      the next step's sweep; evaluations, ``state_dict()`` and saving flush by themselves).
 
     The model stays in ``eval()`` mode (no dropout): the ZO differences need a deterministic loss.
     """
@@ -301,6 +319,7 @@ class HybridTrainer(Trainer):
         if self.task is not None:
             self.label_names = ["labels"]
         self.add_callback(MetricsFiles())
+        self.add_callback(_FlushAtEnd(self))
         self.hybrid: HybridOptimizer | None = None
         self._stash: list[dict[str, Any]] = []
         self._offset = 0

@@ -298,12 +298,20 @@ def _acc_dtype(prob: Problem) -> torch.dtype:
 
 @torch.no_grad()
 def replay_zo_log(params: Sequence[torch.Tensor], log: Sequence[ZOLogEntry], config: HybridConfig,
-                  replicate_shape: tuple[int, ...] = (), context: SweepContext | None = None) -> list[torch.Tensor]:
-    """Rebuild the ZO block from its initial value and the log: the updates applied in order,
-    the ZO rule replayed from its initial state (returned, e.g. momentum buffers).  Bit-identical
-    to the live run, folded or not (the same arithmetic on every element, see :mod:`hybridopt.zo_rules`)."""
+                  replicate_shape: tuple[int, ...] = (), context: SweepContext | None = None,
+                  state: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Rebuild the ZO block from its value before ``log`` and the log: the updates applied in
+    order, the ZO rule replayed from ``state`` (its state at that point, e.g. momentum buffers as
+    in ``optimizer.state_dict()["zo_rule"]``; default: the initial state) and returned.
+    Bit-identical to the live run, folded or not (the same arithmetic on every element, see
+    :mod:`hybridopt.zo_rules`), so a snapshot of (weights, rule state) plus the log after it
+    rebuilds any later step."""
     rule = make_rule(config)
-    state = rule.init_state(params)
+    fresh = rule.init_state(params)
+    if state is not None:
+        for s, v in zip(fresh, state):
+            s.copy_(v.to(s.device))
+    state = fresh
     for e in log:
         dirs = Directions(config.direction, e.seed, params, q=config.q, replicate_shape=replicate_shape,
                           dtype=config.direction_dtype, context=context)

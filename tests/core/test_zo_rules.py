@@ -73,6 +73,13 @@ def test_momentum_resume_and_replay_are_bit_identical(method):
     state = ho.replay_zo_log(rebuilt, opt.zo_log, cfg)
     assert all(torch.equal(a, b) for a, b in zip(rebuilt, prob.zo_params))
     assert all(torch.equal(a, b) for a, b in zip(state, final_m))
+    # from a snapshot (weights + rule state after 4 steps) and the log after it
+    mid = [p.clone() for p in initial]
+    mid_state = ho.replay_zo_log(mid, opt.zo_log[:4], cfg)
+    snap_w, snap_m = [p.clone() for p in mid], [m.clone() for m in mid_state]
+    state = ho.replay_zo_log(snap_w, opt.zo_log[4:], cfg, state=snap_m)
+    assert all(torch.equal(a, b) for a, b in zip(snap_w, prob.zo_params))
+    assert all(torch.equal(a, b) for a, b in zip(state, final_m))
 
 
 def test_unknown_rule_fails_loudly():

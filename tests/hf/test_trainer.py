@@ -45,7 +45,7 @@ def test_every_method_trains_and_moves_its_blocks(method, tmp_path, sft_data, co
     assert moved_base == m.uses_base
     assert moved_adapter == (m.uses_adapter and bool(adapter))
     assert tr.hybrid.step_count == 3
-    passes = {"fo-full": 0, "fo-peft": 0}.get(method, 3)           # the core's sweep count per step
+    passes = {"fo-full": 0, "fo-peft": 0}.get(method, 1.0)         # the core's weight passes per step (folded)
     assert tr._last.zo_passes == passes
 
 
