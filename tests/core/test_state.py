@@ -7,17 +7,20 @@ import hybridopt as ho
 from .helpers import lora_problem, quadratic_problem
 
 
-RESUME_CASES = ([(m, fo, 1, 1, "gaussian") for m in ho.METHODS for fo in ("sgd", "adam")]
-                + [("hybrid", "sgd", 2, 1, "gaussian"), ("hybrid", "sgd", 1, 3, "rademacher"),
-                   ("zo-full", "sgd", 2, 2, "rademacher")])
+RESUME_CASES = ([(m, fo, 1, 1, "gaussian", "sgd") for m in ho.METHODS for fo in ("sgd", "adam")]
+                + [("hybrid", "sgd", 2, 1, "gaussian", "sgd"), ("hybrid", "sgd", 1, 3, "rademacher", "sgd"),
+                   ("zo-full", "sgd", 2, 2, "rademacher", "sgd"),
+                   ("hybrid", "adam", 1, 1, "gaussian", "momentum"), ("zo-full", "sgd", 2, 1, "gaussian", "momentum")])
 
 
-@pytest.mark.parametrize("method,fo_optimizer,q,accum,law", RESUME_CASES)
-def test_resume_is_bit_identical(method, fo_optimizer, q, accum, law):
-    """Checkpoint (state_dict, which flushes the folded update) after 4 steps, resume in a fresh
-    process-like setup, run 6 more: the same losses and weights as 10 uninterrupted steps."""
+@pytest.mark.parametrize("method,fo_optimizer,q,accum,law,rule", RESUME_CASES)
+def test_resume_is_bit_identical(method, fo_optimizer, q, accum, law, rule):
+    """Checkpoint (state_dict, which flushes the folded update and holds the ZO rule's state)
+    after 4 steps, resume in a fresh setup, run 6 more: the same losses and weights as 10
+    uninterrupted steps."""
     cfg = ho.HybridConfig(lr_x=1e-2, lr_y=1e-2, mu=1e-2, fo_optimizer=fo_optimizer, schedule="cosine",
-                          total_steps=10, warmup_steps=2, q=q, grad_accum=accum, direction=law, seed=7)
+                          total_steps=10, warmup_steps=2, q=q, grad_accum=accum, direction=law, zo_rule=rule,
+                          seed=7)
 
     def fresh():
         prob, base, adapter = lora_problem(method)
@@ -31,6 +34,7 @@ def test_resume_is_bit_identical(method, fo_optimizer, q, accum, law):
     first = ho.train(opt, samp, 4)
     saved = {"opt": opt.state_dict(), "params": [p.detach().clone() for p in params],
              "sampler": samp.state_dict()}
+    assert (rule == "momentum") == any(m.abs().sum() > 0 for m in saved["opt"]["zo_rule"])
     prob, params, opt, samp = fresh()
     with torch.no_grad():
         for p, v in zip(params, saved["params"]):
