@@ -21,9 +21,14 @@ Two computation paths, equal up to float rounding (tested):
   every continuation is one token, one forward per example scores all candidates from the
   last context position's log-softmax (SST-2, WSC);
 * *general path*: each (context, continuation[:-1]) sequence is run once; sequences are
-  sorted by length, padded (right by default, or left) with an attention mask and explicit
+  sorted by length, padded (left by default, or right) with an attention mask and explicit
   ``position_ids = cumsum(mask) - 1`` so that padding never shifts positions, and only
   the needed positions' logits are computed (``logits_to_keep``) where the model supports it.
+  Left padding aligns every sequence's query positions at the end of the batch, so
+  ``logits_to_keep`` keeps one position on the fast path (right padding keeps the union of
+  the rows' last positions: (batch, ~10, vocabulary) logits, the largest activation of a ZO
+  forward over the doubled batch of paired probes).  Both sides give the same scores up to
+  float rounding (smollm2-135m, 32 examples of each task: ≤ 2.1e-5 apart).
 
 Encode a split once with :func:`encode_split`; :func:`make_loss_fn` turns it into the
 ``loss_fn(model, batch_indices)`` that :class:`hybridopt.problem.ModuleProblem` expects.
@@ -50,7 +55,7 @@ class EncodedSplit:
     continuations: list[list[IntSeq]]
     gold: torch.Tensor
     pad_id: int
-    padding_side: str = "right"
+    padding_side: str = "left"
 
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
@@ -102,7 +107,7 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[IntSeq, Int
 
 
 def encode_split(tokenizer, examples: Sequence[Example], max_length: int | None = None,
-                 padding_side: str = "right") -> EncodedSplit:
+                 padding_side: str = "left") -> EncodedSplit:
     """Tokenise every candidate once.  ``max_length`` left-truncates long contexts."""
     contexts, conts = [], []
     cache: dict[tuple[str, str], tuple[IntSeq, IntSeq]] = {}
