@@ -156,8 +156,8 @@ def _branches(case: str, display: bool = False, law: str = "gaussian") -> dict[s
     k1b = sp.sqrt(_cw * q / (20 * n * Vbar * B))
     k2 = COEFFS["kappa2_scale"] * _cw * q / (30 * LX * Vbar)
     out.update({
-        "mu_a": sp.sqrt(_cw / 30) / bars["kbeta"],            # times eps
-        "mu_b": bars["mu_b"] if bars["mu_b"] is not None else sp.oo,
+        "mu_a": COEFFS["mu_scale"] * sp.sqrt(_cw / 30) / bars["kbeta"],            # times eps
+        "mu_b": COEFFS["mu_scale"] * bars["mu_b"] if bars["mu_b"] is not None else sp.oo,
         "kappa0_a": k0a, "kappa0_b": k0b, "kappa1_a": k1a, "kappa1_b": k1b, "kappa2": k2,
         # term (v): 4Δ/(nηT) <= c ε²/5  <=>  T >= 20 Δ/(c n η ε²) (the 20: COEFFS['T_req_factor'])
         "Treq_coef": COEFFS["T_req_factor"] * Delta / (_cw * n),             # T_req = ceil(coef / (eta eps^2))

@@ -73,6 +73,7 @@ DEFAULT_COEFFS: dict[str, sp.Expr] = {
     "kappa0_y": sp.Integer(4),       # kappa_0 = min(..., 1/(4 n omega L_Y))
     "kappa2_scale": sp.Integer(1),   # kappa_2 -> scale * kappa_2 in eta(eps) (M13: 100)
     "T_req_factor": sp.Integer(20),  # T_req = ceil(20 Delta / (c n eta eps^2)), term (v) (M14: 1/5, simulation)
+    "mu_scale": sp.Integer(1),       # mu(eps) -> scale * mu(eps) in L6(B)/R6(B) (M17: 1000, simulation)
 }
 COEFFS: dict[str, sp.Expr] = dict(DEFAULT_COEFFS)
 #: :math:`2e^{1/4}-1\approx1.56805`, the factor of :math:`G_+` under A3(i) (L1*, proof step 5).

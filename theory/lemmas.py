@@ -134,7 +134,7 @@ class Inequality:
 # The coefficient table itself lives in theory.constants (COEFFS, DEFAULT_COEFFS, re-exported here), so that V(mu)
 # and the theorem's schedule read the same constants as the lemmas.
 
-#: Mutation table (spec §5 M1–M8, issue #15 M9–M14, theory/RADEMACHER.md M15–M16): id -> coefficient overrides.
+#: Mutation table (spec §5 M1–M8, issue #15 M9–M14 and M17, theory/RADEMACHER.md M15–M16): id -> coefficient overrides.
 #: Each must turn a named test red on a concrete instance (``tests/theory/test_mutations.py``).
 MUTATIONS: dict[str, dict[str, sp.Expr]] = {
     "M1": {"L1_growth": sp.Integer(0)},      # drop e^{Lambda_1} in gbar (use g0 + Lambda_0)
@@ -153,6 +153,7 @@ MUTATIONS: dict[str, dict[str, sp.Expr]] = {
     "M14": {"T_req_factor": R(1, 5)},        # T_req(eps) -> T_req/100: the simulator's certified window fails
     "M15": {"L3a_factor": R(1, 4)},          # Rademacher bias 1/2 ell mu m -> 1/4 ell mu m (R2(b), R3, V_R)
     "M16": {"R3b_dim": R(1, 2)},             # R3(b): m (|grad phi| + beta)^2 -> (m/2) (...)^2
+    "M17": {"mu_scale": sp.Integer(1000)},   # mu(eps) -> 1000 mu(eps): the simulator's certified window fails
 }
 
 NAMES = ("L1a", "L1b", "L1c_x", "L1c_y", "L1d", "L2a", "L2b", "L3a", "L3b", "L3c",
@@ -190,7 +191,8 @@ TESTED_BY: dict[str, tuple[str, ...]] = {
            f"{_T67}::test_T6c_L5_one_epoch_descent", f"{_T67}::test_T6c_falsification_shrunk_calE"),
     "L6A": (f"{_T0}::test_S6_theorem_terms", f"{_T8}::test_T8_parameter_choices_exact",
             f"{_T8}::test_T8_kappa0_branch_satisfies_S", f"{_T67}::test_T7_L6A_fixed_step_bound",
-            f"{_SIM}::test_certified_window_and_T_req_mutation", f"{_M}[M11]", f"{_M}[M13]", f"{_M}[M14]"),
+            f"{_SIM}::test_certified_window_and_T_req_mutation", f"{_M}[M11]", f"{_M}[M13]", f"{_M}[M14]",
+            f"{_M}[M17]"),
     "L6A_x": (f"{_T0}::test_S6_theorem_terms", f"{_T67}::test_T7_L6A_fixed_step_bound"),
     "L6A_y": (f"{_T0}::test_S6_theorem_terms", f"{_T67}::test_T7_L6A_fixed_step_bound"),
     "R2a": (f"{_RD}::test_R2a_exact_enumeration",),

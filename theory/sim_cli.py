@@ -1,6 +1,8 @@
 """``hybridopt simulate``: run the reshuffling-SGD simulator and draw P1–P4 (spec §6).
 
-    hybridopt simulate [--quick | --certified] [--family A|B|C|D] [--out DIR] [--workers N] [--plots-only]
+    hybridopt simulate [--quick | --certified] [--family A|B|C|D] [--parts scaling,certified,p2,p3] [--out DIR]
+                       [--workers N]
+    hybridopt simulate --out DIR (--plots-only | --markdown | --resummarize)     # from DIR/simulation.json
     hybridopt simulate --objective module:factory [--param k=v ...] [--law gaussian|rademacher|both]
                        [--points 4] [--seeds 3] [--eps-frac 0.5] [--q 1] [--p2-epochs 300] [--out DIR]
 
@@ -233,6 +235,7 @@ def summarize(results: list[dict], tasks: list[dict], consts: dict, args, wall: 
     return dict(
         schema=SCHEMA, quick=bool(getattr(args, "quick", False)), certified_only=bool(getattr(args, "certified", False)),
         objective=getattr(args, "objective", None),
+        parts=list(getattr(args, "parts", None) or []) or None,
         families=sorted({r["family"] for r in runs} | {r["family"] for r in p2}),
         runs=runs, slopes=sl, fit_standard=FIT_STANDARD,
         bound_holds_fraction=(float(np.mean(holds)) if holds else None),
@@ -265,6 +268,7 @@ def resummarize(path: Path) -> dict:
     d = json.loads(Path(path).read_text())
     results = d["runs"] + list(d.get("p2") or []) + list((d.get("p3") or {}).get("points") or [])
     args = types.SimpleNamespace(quick=d.get("quick"), certified=d.get("certified_only"), objective=d.get("objective"),
+                                 parts=d.get("parts"),
                                  workers=d["timing"]["workers"], loadavg=d["timing"].get("loadavg"))
     new = summarize(results, [], d["constants"], args, d["timing"]["wall_s"], d["timing"]["epoch_s"])
     new["provenance"] = dict(d.get("provenance", {}), resummarized_at=_git_sha())
@@ -327,6 +331,27 @@ def _param(text: str) -> tuple[str, object]:
         return k, v
 
 
+#: the parts of a sweep (``--parts``), each a predicate on a task
+PARTS = {"scaling": lambda t: t["kind"] == "p1" and t.get("mode") == "scaling",
+         "certified": lambda t: t["kind"] in ("p1", "p1c") and t.get("mode") == "certified",
+         "p2": lambda t: t["kind"] == "p2", "p3": lambda t: t["kind"] == "p3"}
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {bad or text!r}; choose from {sorted(PARTS)}")
+    return parts
+
+
+def select_parts(tasks: list[dict], parts) -> list[dict]:
+    """The tasks of a plan that belong to one of ``parts`` (keys of :data:`PARTS`); all of them if None."""
+    if not parts:
+        return list(tasks)
+    return [t for t in tasks if any(PARTS[p](t) for p in parts)]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybridopt simulate", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--quick", action="store_true", help="the short smoke sweep (fewer ε, smaller budgets)")
@@ -334,6 +359,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="only the certified-mode points (L6(B) step sizes literally, tiny instances)")
     p.add_argument("--family", choices=["A", "B", "C", "D"], action="append",
                    help="only this family (repeatable; default: all)")
+    p.add_argument("--parts", type=_parts, default=None, metavar="PART[,PART]",
+                   help="only these parts of the sweep: scaling (P1 slopes), certified (P1 certified windows), p2, p3 "
+                        "(comma-separated; default: all)")
     p.add_argument("--objective", metavar="MODULE:FACTORY",
                    help="check the theorem on your own objective (theory/objective.py protocol)")
     p.add_argument("--param", type=_param, action="append", default=[], metavar="K=V",
@@ -352,6 +380,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="simulation", help="output directory (default: ./simulation)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     p.add_argument("--plots-only", action="store_true", help="redraw the figures from DIR/simulation.json")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the result tables of DIR/simulation.json as Markdown (SIMULATOR.md's tables), run nothing")
     p.add_argument("--resummarize", action="store_true",
                    help="recompute the summary (slopes, certified windows, shares) of DIR/simulation.json from its "
                         "runs, without running anything, then redraw the figures")
@@ -364,11 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     from hybridopt.theory import sim_plots
 
-    if args.plots_only or args.resummarize:
+    if args.plots_only or args.resummarize or args.markdown:
         path = out / "simulation.json"
         if not path.exists():
-            print(f"hybridopt simulate: {path} does not exist; run without --plots-only first", file=sys.stderr)
+            print(f"hybridopt simulate: {path} does not exist; run the simulation first", file=sys.stderr)
             return 2
+        if args.markdown:
+            import json
+
+            print(markdown(json.loads(path.read_text())))
+            return 0
         if args.resummarize:
             resummarize(path)
         files = sim_plots.plot_all(path, out)
@@ -391,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         tasks = S.plan("certified" if args.certified else "quick" if args.quick else "full", families=args.family)
+        tasks = select_parts(tasks, args.parts)
     if not tasks:
         print("hybridopt simulate: nothing to run", file=sys.stderr)
         return 2
@@ -418,6 +454,63 @@ def json_key(d: dict) -> str:
 
 def _fmt(v, f=".3g") -> str:
     return "n/a" if v is None else format(v, f)
+
+
+def _table(head: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
+def markdown(d: dict) -> str:
+    """The result tables of a ``simulation.json`` in Markdown (slopes, certified windows, tight constants, P2, P3,
+    timing): what SIMULATOR.md and the README quote, regenerated by ``hybridopt simulate --markdown --out DIR``."""
+    out = []
+    shares = d.get("block_share") or {}
+    rows = []
+    for s in d["slopes"]:
+        e = s["epochs"]
+        sh = shares.get(f"{s['instance']}/{s.get('law', 'gaussian')}", {})
+        ci = "" if e.get("ci", [None])[0] is None else f" [{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]"
+        rows.append([s["family"], s.get("law", "gaussian"), s["mode"], s["n_points"], _fmt(s["eps_span"], ".2f") + "×",
+                     s["min_epochs"], ("n/a" if e["slope"] is None else f"{e['slope']:.3f}") + ci,
+                     _fmt(e.get("granularity"), ".3f"), _fmt(sh.get("x_mean"), ".3f"), s["accept"], s["meets_fit_standard"]])
+    out += ["Slopes of log T̂ on log ε (90% paired bootstrap over replicates; ±1 epoch: the largest slope change when "
+            "one T̂ moves by one epoch; x-share: mean share of Σ_t E‖∇f(z_t)‖² in the ZO block):", ""]
+    out += _table(["family", "law", "mode", "points", "ε span", "min T̂", "slope [90% CI]", "±1 epoch", "x-share",
+                   "accept (spec §6)", "issue-#15 standard"], rows)
+    c = d.get("certified")
+    if c:
+        rows = []
+        for k, b in c["by_family_law"].items():
+            rr = [r for r in d["runs"] if r["mode"] == "certified" and f"{r['family']}/{r.get('law', 'gaussian')}" == k]
+            g0 = d["constants"][rr[0]["instance"]]["grad0"]
+            fr = sorted(r["eps"] / g0 for r in rr)
+            tr = sorted(r["epochs_bound"] for r in rr)
+            rows.append([k, b["points"], b["seeds"], f"{fr[0]:.3f}–{fr[-1]:.3f}", f"{tr[0]}–{tr[-1]}",
+                         f"{b['holds']}/{b['runs']}", f"{b['max_ratio']:.3g}", f"{b['max_ratio_at_T_req']:.3g}",
+                         _fmt(b["looseness"]), f"{b['window_multiple']:.2f}"])
+        out += ["", f"Certified mode (the theorem as stated: max over T_req ≤ T ≤ end of the replicate-mean running "
+                    f"average against ε²): {c['holds']}/{c['runs']} runs hold"
+                    + ("" if not c["failures"] else f"; failures: {c['failures']}") + ".", ""]
+        out += _table(["family/law", "ε values", "seeds", "ε / ‖∇f(z₀)‖", "T_req", "holds", "max Ā/ε² on the window",
+                       "Ā(T_req)/ε²", "median T_req/T̂", "window ≥ × T_req"], rows)
+    rows = [[f, m, f"{v['C_prime']:.3g}", f"{v['C_theorem']:.3g}", f"{v['C_theorem'] / v['C_prime']:.3g}", v["s"]]
+            for f, dd in d["tight_constant"].items() for m, v in dd.items()]
+    out += ["", "Empirically tight constant C′ = max over points of T̂_upper·ε⁴/Δ against the theorem's C "
+                "(scaling rows: C is for s = 1):", ""]
+    out += _table(["family", "mode/law", "C′", "C", "C/C′", "s"], rows)
+    if d.get("p2"):
+        out += ["", "P2 (fixed steps against B(T) of L6(A)/R6(A)):", ""]
+        out += _table(["instance", "law", "configuration", "max Ā_T/B(T)", "x-share"],
+                      [[r["instance"], r.get("law", "gaussian"), r["label"], f"{r['max_ratio']:.3g}",
+                        f"{r['block_share']['x']:.3f}"] for r in d["p2"]])
+    for f in (d.get("p3") or {}).get("fits", []):
+        out.append(f"\nP3 {f['label']} at ε = {f['eps']:.3g}: slope {_fmt(f['slope'], '.2f')} (T_req "
+                   f"{_fmt(f['slope_T_req'], '.2f')}; predicted {f['predicted']:+.0f}) on {f['n_points']} points.")
+    tm = d["timing"]
+    out.append(f"\nTiming: wall {tm['wall_s']:.0f} s on {tm['workers']} workers (load average {tm.get('loadavg')}); "
+               f"task CPU {tm['task_cpu_s']:.0f} s, longest task {tm['longest_task_cpu_s']:.0f} s, idle-machine "
+               f"estimate {tm['idle_estimate_s']:.0f} s; certified CPU {tm.get('certified_cpu_s', 0):.0f} s.")
+    return "\n".join(out)
 
 
 def report(d: dict) -> str:

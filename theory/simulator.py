@@ -620,7 +620,7 @@ def _sweeps() -> dict:
                          instances=[_inst("A", dict(n=1, d_x=d, d_y=4, m=4, sigma_x=0.05)) for d in (4, 16, 64, 256)]),
                     dict(axis="q", label="q sweep (d_x=64)", top_factor=3, cap=3000,
                          instances=[_inst("A", dict(n=1, d_x=64, d_y=4, m=4, sigma_x=0.05), q=q) for q in (1, 2, 4, 8)])])
-    quick = dict(p1=[dict(mode="scaling", instance=i, points=4, top_factor=5.0, cap=8000) for i in _laws(D_zo)]
+    quick = dict(p1=[dict(mode="scaling", instance=i, points=3, top_factor=5.0, cap=4000) for i in _laws(D_zo)]
                  + [cert(dict(D_cert, law="rademacher"), points=2, seeds=1)],
                  p2=[], p3=[])
     return dict(quick=quick, full=full, certified=dict(p1=certified, p2=[], p3=[]))

@@ -1,11 +1,13 @@
-"""Mutation tests M1–M16 (spec §5 M1–M8, issue #15 M9–M14, RADEMACHER.md M15–M16): each perturbs exactly one
+"""Mutation tests M1–M17 (spec §5 M1–M8, issue #15 M9–M14 and M17, RADEMACHER.md M15–M16): each perturbs exactly one
 constant of the coefficient table (``theory.lemmas.mutated``, which rebuilds the lemmas and the theorem) and the named
 check on a concrete instance (the same helper the property test uses) must report a violation; without the mutation
 the very same call passes. This catches constants that are too small (or, for the step-size rule, too large); the
 sharpness checks catch constants that are too large.
 
-M14 is simulation-based: the certified run of the simulator on Family D (``test_simulator.py``) must fail when the
-epoch count T_req(eps) of L6(B) is 100x too small.
+M14 and M17 are simulation-based: the certified run of the simulator on Family D (``test_simulator.py``) must fail
+when the epoch count T_req(eps) of L6(B) is 100x too small (M14) or when the smoothing radius mu(eps) of the schedule
+is 1000x too large (M17: the x-block, which carries ~100% of ||grad f(z0)||^2 there, then barely descends and the
+running average stays above eps^2 on [T_req, 2 T_req]; at 100x it still holds, SIMULATOR.md "Falsification power").
 """
 from __future__ import annotations
 
@@ -86,12 +88,17 @@ def _m16():  # R3(b): m (...)^2 -> (m/2)(...)^2: exact on E5 (equality)
     return [check_R3b_E5()]
 
 
+def _m17():  # mu(eps) -> 1000 mu(eps): the simulator's certified window on Family D sees Abar_T > eps^2
+    return certified_mutation_checks()
+
+
 CASES = {"M1": _m1, "M2": _m2, "M3": _m3, "M4": _m4, "M5": _m5, "M6": _m6, "M7": _m7, "M8": _m8, "M9": _m9,
-         "M10": _m10, "M11": _m11, "M12": _m12, "M13": _m13, "M14": _m14, "M15": _m15, "M16": _m16}
+         "M10": _m10, "M11": _m11, "M12": _m12, "M13": _m13, "M14": _m14, "M15": _m15, "M16": _m16,
+         "M17": _m17}
 
 
 def test_mutation_table_is_complete():
-    assert set(CASES) == set(lemmas.MUTATIONS) == {f"M{i}" for i in range(1, 17)}
+    assert set(CASES) == set(lemmas.MUTATIONS) == {f"M{i}" for i in range(1, 18)}
 
 
 @pytest.mark.parametrize("mid", sorted(CASES))

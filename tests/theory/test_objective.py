@@ -111,7 +111,7 @@ def test_simulate_objective_cli_end_to_end(tmp_path):
     """``hybridopt simulate --objective hybridopt.theory.logistic:make``: a certified point run to 2·T_req under
     Rademacher directions (the theorem as stated: holds), and a fixed-step curve below B(T) of R6(A)."""
     argv = ["--objective", LOGI, "--law", "rademacher", "--points", "1", "--seeds", "1", "--eps-frac", "0.95",
-            "--q", "8", "--replicates", "16", "--p2-epochs", "20", "--data-seed", "5", "--out", str(tmp_path),
+            "--q", "8", "--replicates", "8", "--p2-epochs", "10", "--data-seed", "5", "--out", str(tmp_path),
             "--workers", "1", "--no-progress"] + sum((["--param", f"{k}={v}"] for k, v in CHEAP.items()), [])
     assert sim_cli.main(argv) == 0
     d = json.loads((tmp_path / "simulation.json").read_text())

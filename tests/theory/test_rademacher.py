@@ -137,21 +137,25 @@ def _r3a_values(c: dict, mu, d_x, g0) -> dict:
     return v
 
 
+def _family_point(inst, data, R):
+    """A family, a component i, a radius μ = 10^U[−3,0] and R points of its cylinder (C: y in half the ball)."""
+    F, seed = inst
+    rng = np.random.default_rng(seed)
+    i = data.draw(st.integers(0, F.n - 1))
+    mu = 10 ** data.draw(floats(-3, 0))
+    x, y = domain_points(F, rng, R)
+    return F, seed, i, mu, x, (y * 0.5 if F.name == "C" else y)
+
+
 @given(inst=instances(max_dx=10), data=st.data())
 @settings(max_examples=12)
 def test_R3a_pointwise_hgs_on_families(inst, data):
     """R3(a) on Families A–D at 4 points and every u ∈ {−1,+1}^{d_x} (d_x ≤ 10; C: its d_x): the central difference
     differs from <∇_x f_i(z), u> by at most ½μd_x(L_x0 + L_x1 ḡ) with ḡ from L1 at the deterministic radius μ√d_x
     and g0 = ‖∇f_i(z)‖ (no gradient bound on the x-line is used)."""
-    F, seed = inst
-    if F.d_x > 12:
+    if inst[0].d_x > 12:
         return
-    rng = np.random.default_rng(seed)
-    i = data.draw(st.integers(0, F.n - 1))
-    mu = 10 ** data.draw(floats(-3, 0))
-    x, y = domain_points(F, rng, 4)
-    if F.name == "C":
-        y = y * 0.5
+    F, _, i, mu, x, y = _family_point(inst, data, 4)
     U = torch.tensor(rademacher_directions(F.d_x), dtype=DT)
     gx, gy = F.grad_i(i, x, y)
     g0 = torch.sqrt(gx.pow(2).sum(-1) + gy.pow(2).sum(-1)).numpy()
@@ -187,13 +191,7 @@ def test_R3a_pointwise_E6(cx, mu, seed):
 def test_R3b_on_families_mc(inst, data):
     """R3(b) at points of the families' cylinders (ℓ = ℓ_x, ‖∇φ‖ = ‖∇_x f_i‖): Monte Carlo "≤" with N = 10⁵
     Rademacher directions (exact enumeration would need 2^{d_x})."""
-    F, seed = inst
-    rng = np.random.default_rng(seed)
-    i = data.draw(st.integers(0, F.n - 1))
-    mu = 10 ** data.draw(floats(-3, 0))
-    x, y = domain_points(F, rng, 1)
-    if F.name == "C":
-        y = y * 0.5
+    F, seed, i, mu, x, y = _family_point(inst, data, 1)
     gen = torch.Generator().manual_seed(seed % 2**31)
     U = (torch.randint(0, 2, (N_MC, F.d_x), generator=gen) * 2 - 1).to(DT)
     d = (F.f_i(i, x + mu * U, y) - F.f_i(i, x - mu * U, y)) / (2 * mu)
