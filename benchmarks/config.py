@@ -78,8 +78,9 @@ def _int(name: str, v: Any, lo: int, allow_none: bool = False) -> None:
         raise ConfigError(f"{name} must be an integer >= {lo}{' or null' if allow_none else ''}, got {v!r}")
 
 
-def _check_device(device: str) -> None:
-    """A CUDA device must exist in this torch build and on this machine."""
+def check_device(device: str) -> None:
+    """A CUDA device must exist in this torch build and on this machine (checked by the run, not by
+    :func:`validate`: a configuration may be planned here and run elsewhere)."""
     import torch
 
     if device == "cpu":
@@ -110,14 +111,13 @@ def validate(cfg: FinetuneConfig) -> FinetuneConfig:
     if not isinstance(cfg.model, str) or not cfg.model:
         raise ConfigError(f"model must be a preset name, a Hugging Face id or a directory, got {cfg.model!r}")
     try:   # a directory that transformers can read, a Hugging Face id in the local cache
-        check_model_source(cfg.model)
+        check_model_source(cfg.model, cached=False)   # the cache is checked by the run (runner.run)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {cfg.dtype!r}; valid: {', '.join(DTYPES)}")
     if not isinstance(cfg.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"unknown device {cfg.device!r}; valid: cpu, cuda, cuda:N")
-    _check_device(cfg.device)
     if not isinstance(cfg.peft, dict):
         raise ConfigError(f"peft must be an object, got {cfg.peft!r}")
     unknown = sorted(set(cfg.peft) - set(PEFT_KEYS))

@@ -44,7 +44,7 @@ from hybridopt.io import LockedError, RunLock, _jsonable, write_json, write_prob
 
 from .checkpoints import (CHECKPOINT, CHECKPOINT_FORMAT, PREVIOUS, SELECTED, SNAPSHOTS, Keeper, Policy,  # noqa: F401
                           choose_checkpoint, has_checkpoint, read_selected, write_selected)
-from .config import ConfigError, FinetuneConfig
+from .config import ConfigError, FinetuneConfig, check_device
 
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
@@ -365,7 +365,7 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
     import dataclasses
 
     from hybridopt.distributed import world_from_env
-    from hybridopt.llm.models import load_tokenizer
+    from hybridopt.llm.models import check_model_source, load_tokenizer
 
     out = Path(out)
     check_out_dir(out, resume, overwrite)
@@ -386,6 +386,11 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
 
     t_start = time.time()
     examples = load_examples(cfg)
+    check_device(cfg.device)
+    try:
+        check_model_source(cfg.model)     # a Hugging Face id must be in the local cache (or downloads allowed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     try:
         tok = load_tokenizer(cfg.model)
     except (OSError, RuntimeError) as e:

@@ -52,18 +52,18 @@ class _Sampler(threading.Thread):
 
     def __init__(self, dt: float = 0.002) -> None:
         super().__init__(daemon=True)
-        self.dt, self.label, self.peaks, self._stop = dt, "setup", {}, threading.Event()
+        self.dt, self.label, self.peaks, self._halt = dt, "setup", {}, threading.Event()
 
     def note(self) -> None:
         self.peaks[self.label] = max(self.peaks.get(self.label, 0), _rss())
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.note()
             time.sleep(self.dt)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 

@@ -437,18 +437,19 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json")
 
 
-def check_model_source(name_or_path: str, allow_download: bool | None = None) -> None:
+def check_model_source(name_or_path: str, allow_download: bool | None = None, cached: bool = True) -> None:
     """Raise ``ValueError`` (one line) when ``name_or_path`` cannot be loaded, without loading it:
     a local directory must hold a ``config.json`` that transformers reads (a JSON object with a
     known ``model_type``), weights and tokenizer files; a Hugging Face id must be in the local
-    cache unless downloads are allowed.  Presets built in code always pass."""
+    cache unless downloads are allowed (``cached=False``: not checked, for a configuration that
+    is planned here and run elsewhere).  Presets built in code always pass."""
     key = str(name_or_path)
     preset = PRESETS.get(key.lower())
     if preset is not None and preset.startswith("builtin:"):
         return
     if preset is not None or key in HF_IDS:
         repo = preset or key
-        if _allow_download(allow_download):
+        if not cached or _allow_download(allow_download):
             return
         from huggingface_hub import try_to_load_from_cache
         if not isinstance(try_to_load_from_cache(repo, "config.json"), str):
