@@ -172,7 +172,7 @@ SPLITS = ("train", "dev", "test")
 
 def encode_splits(cfg: FinetuneConfig, tok, examples: dict[str, list], warn=None) -> tuple:
     """Tokenise the three splits for ``cfg.max_length``.  A split most of whose prompts would lose
-    more than half their tokens is an error (:class:`ConfigError`: little is left of them but
+    more than three quarters of their tokens is an error (:class:`ConfigError`: little is left of them but
     their ends); prompts that are cut
     (from the left) get one ``warn`` line saying how many and what length keeps them whole."""
     from .scoring import encode_split
@@ -182,10 +182,9 @@ def encode_splits(cfg: FinetuneConfig, tok, examples: dict[str, list], warn=None
     for k, enc in whole.items():
         lengths = [max(len(c) + len(t) for c, t in zip(cs, ts)) for cs, ts in zip(enc.contexts, enc.continuations)]
         n = sum(x > L for x in lengths)
-        halved = sum(x > 2 * L for x in lengths)
-        if lengths and 2 * halved > len(lengths):
-            raise ConfigError(f"max_length={L} keeps less than half of {halved} of the {len(lengths)} {k} prompts "
-                              f"(median {statistics.median(lengths):g} tokens, longest {max(lengths)}); raise "
+        if lengths and statistics.median(lengths) > 4 * L:
+            raise ConfigError(f"max_length={L} keeps less than a quarter of most {k} prompts (median "
+                              f"{statistics.median(lengths):g} tokens, longest {max(lengths)}); raise "
                               f"--max-length (to {max(lengths)} to cut none)")
         if n:
             cut[k] = f"{n} of {len(lengths)} {k}"

@@ -201,7 +201,7 @@ CASES = [
     ("negative seed", ["--seed", "-1"], "seed must be an integer >= 0, got -1"),
     ("negative LoRA alpha", ["--lora-alpha", "-16"], "peft.alpha must be > 0, got -16"),
     ("negative LoRA rank", ["--lora-r", "-4"], "peft.r must be an integer >= 1, got -4"),
-    ("--max-length that cuts most prompts by more than half", ["--max-length", "8"], "max_length=8 keeps less than half of "),
+    ("--max-length that cuts most prompts by more than 3/4", ["--max-length", "8"], "max_length=8 keeps less than a quarter of most "),
     ("snapshot interval < 1", ["--snapshot-every", "0"], "snapshot_every must be an integer >= 1, got 0"),
     ("negative checkpoint interval in minutes", ["--checkpoint-minutes", "-5"], "checkpoint_minutes must be a finite number >= 0, got -5.0"),
     ("--resume when every checkpoint is damaged", ["--resume", "--out", "{tmp}/damaged"], "--resume: no usable checkpoint in '{tmp}/damaged' (checkpoint.pt: checksum mismatch (the file is truncated or damaged); checkpoint.prev.pt: empty file); pass --overwrite to start the run again"),
