@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from hybridopt import HybridConfig
 
+from .checkpoints import Policy
 from .config import ConfigError, build_config
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse takes "-1e-3" (and "-inf") for an option: every number, exponent or not, is a value
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
+                                                   re.IGNORECASE)
+
     def error(self, message: str):  # one line, exit 2 (argparse's own convention)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -99,7 +108,17 @@ def _finetune_parser() -> argparse.ArgumentParser:
                                      f"(default: {HybridConfig().zo_rule})")
     p.add_argument("--fo-optimizer", help=f"sgd, momentum or adam ({_per_method(d, 'fo_optimizer')})")
     p.add_argument("--checkpoint-every", type=int, metavar="K",
-                   help=f"save a checkpoint every K steps; 0: only on SIGINT/SIGTERM (default: {d['checkpoint_every']})")
+                   help="save a checkpoint every K steps and keep the final one; 0: only by time, with each ZO "
+                        f"snapshot and on SIGINT/SIGTERM (default: {d['checkpoint_every']})")
+    p.add_argument("--checkpoint-minutes", type=float, metavar="M", default=Policy.checkpoint_minutes,
+                   help="save a checkpoint every M minutes, so a killed run loses at most that; 0: not by time "
+                        f"(default: {Policy.checkpoint_minutes:g})")
+    p.add_argument("--snapshot-every", type=int, metavar="K", default=Policy.snapshot_every,
+                   help="store the ZO block (the base weights) every K steps: resuming and restoring the selected "
+                        "step replay at most K-1 steps of ZO updates; costs one copy of the ZO block on disk "
+                        f"(default: {Policy.snapshot_every})")
+    p.add_argument("--snapshot-minutes", type=float, metavar="M", default=Policy.snapshot_minutes,
+                   help=f"and at least every M minutes; 0: by steps only (default: {Policy.snapshot_minutes:g})")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
     p.add_argument("--save-model", action="store_true",
@@ -123,8 +142,10 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
     if a.peft is not None:
         if a.peft in ("lora", "prefix"):
             peft["kind"] = a.peft
-        else:
+        elif a.peft.endswith(".json") or os.sep in a.peft or os.path.exists(a.peft):
             peft.update(kind="config", config_path=a.peft)
+        else:
+            raise ConfigError(f"--peft {a.peft!r}: not a peft kind (lora, prefix) nor a peft config file (JSON)")
     if a.lora_r is not None:
         peft["r"] = a.lora_r
     if a.lora_alpha is not None:
@@ -139,6 +160,15 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
     if opt:
         o["optimizer"] = opt
     return o
+
+
+def _check_target(option: str, path: str) -> None:
+    """A path to be written (a directory, or a file's folder) must be writable and not below a file."""
+    from hybridopt.io import write_problem
+
+    problem = write_problem(path)
+    if problem:
+        raise ConfigError(f"{option} {path!r}: {problem}")
 
 
 def _fail(prog: str, message: str) -> None:
@@ -162,6 +192,20 @@ def _guarded(prog: str, action) -> tuple[int, Any]:
         return e.exit_code, None
 
 
+def _policy(a: argparse.Namespace) -> Policy:
+    """Checkpoint and snapshot intervals (``checkpoint_every`` comes from the configuration)."""
+    return Policy(checkpoint_minutes=a.checkpoint_minutes, snapshot_every=a.snapshot_every,
+                  snapshot_minutes=a.snapshot_minutes)
+
+
+def _collapse_warning(prog: str, result: dict[str, Any]) -> None:
+    c = (result.get("reliability") or {}).get("collapse")
+    if c:
+        print(f"{prog}: warning: the model collapsed at step {c['step']} (loss {c['loss']:.6g} = the uniform "
+              f"prediction's, zero gradients); the selected step and its test metric are those of a broken run",
+              file=sys.stderr)
+
+
 def _outcome(result: dict[str, Any]) -> str:
     m = result["dev_metric"]
     test = "no test split" if result["test_metric"] is None else f"test {m['name']} {result['test_metric']:.4f}"
@@ -179,12 +223,13 @@ def finetune_main(argv: list[str] | None = None) -> int:
     def action():
         cfg = build_config(a.task, a.method, a.config, _overrides(a))
         return cfg, run(cfg, a.out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress,
-                        verify=a.verify_reconstruction, save_model=a.save_model, merge=a.merge)
+                        verify=a.verify_reconstruction, save_model=a.save_model, merge=a.merge, policy=_policy(a))
 
     code, out = _guarded("hybridopt finetune", action)
     if code == 0:
         cfg, result = out
         print(f"{result['task']}/{cfg.method}: {_outcome(result)} -> {Path(a.out) / 'result.json'}")
+        _collapse_warning("hybridopt finetune", result)
         if "export" in result:
             e = result["export"]
             same = "identical" if e["exact"] else f"within {abs(e['reloaded_dev_loss'] - e['trained_dev_loss']):.1e}"
@@ -211,8 +256,13 @@ def export_main(argv: list[str] | None = None) -> int:
                    help="do not reload the export to check its dev loss (default: checked)")
     p.add_argument("--no-progress", action="store_true", help="no status lines on stderr (default: shown)")
     a = p.parse_args(argv)
-    code, rep = _guarded("hybridopt export", lambda: export_run(a.run_dir, a.out, merge=a.merge, overwrite=a.overwrite,
-                                                                 verify=not a.no_verify, progress=not a.no_progress))
+
+    def action():
+        _check_target("--out", a.out)
+        return export_run(a.run_dir, a.out, merge=a.merge, overwrite=a.overwrite, verify=not a.no_verify,
+                          progress=not a.no_progress)
+
+    code, rep = _guarded("hybridopt export", action)
     if code == 0:
         print(f"exported the {rep['method']} model of step {rep['step']} to {rep['out']}"
               + (" (adapter merged)" if a.merge else ""))
@@ -239,11 +289,13 @@ def grid_main(argv: list[str] | None = None) -> int:
     def action():
         grid = parse_grid(a.grid)
         cfg = build_config(a.task, a.method, a.config, _overrides(a))
-        return run_grid(cfg, grid, a.out, progress=not a.no_progress, overwrite=a.overwrite)
+        return run_grid(cfg, grid, a.out, progress=not a.no_progress, overwrite=a.overwrite, policy=_policy(a))
 
     code, result = _guarded("hybridopt grid", action)
     if code == 0:
         print(f"selected {result['grid']['selected']}: {_outcome(result)} -> {Path(a.out) / 'result.json'}")
+        for w in result["grid"].get("warnings", []):
+            print(f"hybridopt grid: warning: {w}", file=sys.stderr)
     return code
 
 
@@ -265,6 +317,8 @@ def collect_results(paths: list[str]) -> list[dict[str, Any]]:
             r = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{f}: not a readable result file ({e})") from None
+        if not isinstance(r, dict) or not any(isinstance(r.get(k), dict) for k in ("dev_metric", "dev_accuracy")):
+            raise ConfigError(f"{f}: not a result file of hybridopt finetune or grid (no dev_metric)")
         r["_path"] = str(f)
         rows.append(r)
     return sorted(rows, key=lambda r: (r.get("task", ""), r.get("method", ""), r["_path"]))
@@ -310,7 +364,14 @@ def summarize_main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the table to this file (atomically) instead of stdout")
     a = p.parse_args(argv)
     try:
+        if a.out:
+            if Path(a.out).is_dir():
+                raise ConfigError(f"--out {a.out!r} is a directory; give the file to write")
+            _check_target("--out", str(Path(a.out).parent))
         rows = collect_results(a.paths)
+        if not rows:
+            raise ConfigError(f"no result.json under {', '.join(repr(p) for p in a.paths)} (grid trials are "
+                              "summarised by their grid's result.json)")
     except ConfigError as e:
         print(f"hybridopt summarize: error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -77,10 +78,27 @@ def _int(name: str, v: Any, lo: int, allow_none: bool = False) -> None:
         raise ConfigError(f"{name} must be an integer >= {lo}{' or null' if allow_none else ''}, got {v!r}")
 
 
+def check_device(device: str) -> None:
+    """A CUDA device must exist in this torch build and on this machine (checked by the run, not by
+    :func:`validate`: a configuration may be planned here and run elsewhere)."""
+    import torch
+
+    if device == "cpu":
+        return
+    if not torch.backends.cuda.is_built():
+        raise ConfigError(f"device {device!r} is not available: this torch is built without CUDA (CPU only); "
+                          "use --device cpu or install a CUDA build of torch")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= n:
+        raise ConfigError(f"device {device!r} is not available: {n} CUDA device(s) visible"
+                          + ("" if n else " (check the driver and CUDA_VISIBLE_DEVICES)"))
+
+
 def validate(cfg: FinetuneConfig) -> FinetuneConfig:
     """Check every field (types, ranges, names, paths, consistency); raise :class:`ConfigError`."""
     from .tasks import TaskError
-    from hybridopt.llm.models import DTYPES, PRESETS, HF_IDS
+    from hybridopt.llm.models import DTYPES, check_model_source
 
     if not isinstance(cfg.task, str) or not cfg.task:
         raise ConfigError(f"task must be a built-in task name or a task file, got {cfg.task!r}")
@@ -92,16 +110,13 @@ def validate(cfg: FinetuneConfig) -> FinetuneConfig:
         raise ConfigError(f"unknown method {cfg.method!r}; valid methods: {', '.join(METHODS)}")
     if not isinstance(cfg.model, str) or not cfg.model:
         raise ConfigError(f"model must be a preset name, a Hugging Face id or a directory, got {cfg.model!r}")
-    if cfg.model.lower() not in PRESETS and cfg.model not in HF_IDS:
-        path = Path(cfg.model).expanduser()
-        if not path.exists():
-            raise ConfigError(f"unknown model {cfg.model!r}: not a preset ({', '.join(PRESETS)}), "
-                              f"a preset's Hugging Face id or an existing directory")
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise ConfigError(f"model directory {cfg.model!r} has no config.json")
+    try:   # a directory that transformers can read, a Hugging Face id in the local cache
+        check_model_source(cfg.model, cached=False)   # the cache is checked by the run (runner.run)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {cfg.dtype!r}; valid: {', '.join(DTYPES)}")
-    if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
+    if not isinstance(cfg.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"unknown device {cfg.device!r}; valid: cpu, cuda, cuda:N")
     if not isinstance(cfg.peft, dict):
         raise ConfigError(f"peft must be an object, got {cfg.peft!r}")

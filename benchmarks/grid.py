@@ -3,7 +3,9 @@
 Every combination is trained without looking at the test split; the trial with the best dev
 metric (accuracy, or the SFT target loss; earliest in grid order on ties) is selected, and only its selected checkpoint is
 evaluated on test, once.  Layout: ``OUT/trials/<name>/`` per trial, ``OUT/grid.json`` and
-``OUT/result.json`` (the selected trial's result with its test accuracy and the grid).
+``OUT/result.json`` (the selected trial's result with its test accuracy and the grid).  A winner
+whose best dev value is that of step 0 (no trial improved on the model before training) is
+flagged (``grid.selected_step_0``) and warned about.  One process at a time works in ``OUT``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from hybridopt.io import write_json
+from hybridopt.io import LockedError, RunLock, write_json
 
 from .config import ConfigError, FinetuneConfig, check_consistency, validate
 from . import runner
@@ -53,17 +55,29 @@ def trial_configs(base: FinetuneConfig, grid: dict[str, list[float]]) -> list[tu
 
 
 def run_grid(base: FinetuneConfig, grid: dict[str, list[float]], out: str | Path, progress: bool = True,
-             overwrite: bool = False) -> dict[str, Any]:
+             overwrite: bool = False, policy: runner.Policy | None = None) -> dict[str, Any]:
     out = Path(out)
     trials = trial_configs(base, grid)
+    runner.check_out_dir(out, resume=False, overwrite=True)   # writable, not below a file
+    try:
+        lock = RunLock(out).acquire()
+    except LockedError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        return _run_trials(base, grid, trials, out, progress, overwrite, policy)
+    finally:
+        lock.release()
+
+
+def _run_trials(base, grid, trials, out: Path, progress: bool, overwrite: bool, policy) -> dict[str, Any]:
     rows = []
     for name, params, cfg in trials:
         tdir = out / "trials" / name
         if (tdir / runner.RESULT).exists() and not overwrite:
             res = json.loads((tdir / runner.RESULT).read_text())
         else:
-            res = runner.run(cfg, tdir, resume=(tdir / runner.CHECKPOINT).exists() and not overwrite,
-                             overwrite=overwrite, progress=progress, test=False)
+            res = runner.run(cfg, tdir, resume=runner.has_checkpoint(tdir) and not overwrite,
+                             overwrite=overwrite, progress=progress, test=False, policy=policy)
         rows.append({"name": name, "params": params, "dev_best": res["dev_metric"]["best"],
                      "dev_step": res["dev_metric"]["step"], "path": str(tdir), "result": res})
     sign = 1 if rows[0]["result"]["dev_metric"]["higher_is_better"] else -1
@@ -71,9 +85,14 @@ def run_grid(base: FinetuneConfig, grid: dict[str, list[float]], out: str | Path
     chosen = rows[best]
     metric = chosen["result"]["metric"]
     test_acc = runner.evaluate_selected(trials[best][2], chosen["path"])
+    step_0 = chosen["dev_step"] == 0
+    warnings = [f"the selected trial {chosen['name']} is best at step 0, the model before training: no trial "
+                f"improved the dev {metric} (the test {metric} is the untrained model's); try other learning "
+                "rates or more steps"] if step_0 else []
     result = {**chosen["result"], "test_metric": test_acc,
               **({"test_accuracy": test_acc} if metric == "accuracy" else {}),
               "grid": {"values": grid, "selected": chosen["name"], "selection": f"best dev {metric}",
+                       "selected_step_0": step_0, "warnings": warnings,
                        "trials": [{k: r[k] for k in ("name", "params", "dev_best", "dev_step")} for r in rows]}}
     write_json(out / "grid.json", result["grid"] | {"test_accuracy_of_selected": test_acc})
     write_json(out / runner.RESULT, result)

@@ -4,19 +4,27 @@ Protocol: train on the train split with random reshuffling; evaluate the task's 
 (accuracy, or the target loss of an SFT task) every ``eval_every`` steps (and at steps 0 and
 ``steps``); select the checkpoint with the best dev metric (earliest on ties); compute the test
 metric **once**, on that checkpoint.  ``metrics.jsonl`` gets one line per step and per evaluation
-while the run goes; ``selected.pt`` keeps the selected checkpoint (its FO block and the ZO log up
-to it), from which ``hybridopt export`` rebuilds the fine-tuned model.
+while the run goes; ``selected.pt`` keeps the selected checkpoint, from which ``hybridopt export``
+rebuilds the fine-tuned model.
 
-Checkpoints are small for the ZO block: they hold its log of (seed, coefficients) instead of
-its weights; on resume (and to restore the selected checkpoint) the ZO block is rebuilt from
-the freshly loaded initial model by replaying the log, which is bit-exact (same function,
-same order).  The FO block (adapter, or all weights for fo-full) and its optimizer state, the
-sampler state and the run history are stored as they are.  Every file is written atomically.
+Checkpoints, ZO snapshots and ``selected.pt`` (:mod:`benchmarks.checkpoints`): a checkpoint holds
+the FO block (adapter, or all weights for fo-full) and its optimizer state, the sampler state,
+the run history and the ZO log since the last snapshot of the ZO block; resuming and restoring
+the selected checkpoint rebuild the ZO block in the live model from that snapshot (or the
+initial weights on disk) by replaying at most ``snapshot_every - 1`` steps, bit-exactly.  The
+last two checkpoints are kept, checksummed; one process at a time works in a run directory (a
+lock file).  Every file is written atomically.
+
+Before any model is loaded: the output directory is checked (writable, not below a file, not in
+use), the checkpoint to resume from is chosen and verified, and the prompts are tokenised and
+checked against ``max_length``.  During the run, a model that collapses (the loss of a uniform
+prediction with zero gradients for :data:`COLLAPSE_STEPS` steps) is reported.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import resource
 import shutil
@@ -32,16 +40,17 @@ from typing import Any
 import torch
 
 import hybridopt as ho
-from hybridopt.io import _jsonable, torch_save, write_json
+from hybridopt.io import LockedError, RunLock, _jsonable, write_json, write_problem
 
-from .config import ConfigError, FinetuneConfig
+from .checkpoints import (CHECKPOINT, CHECKPOINT_FORMAT, PREVIOUS, SELECTED, SNAPSHOTS, Keeper, Policy,  # noqa: F401
+                          choose_checkpoint, has_checkpoint, read_selected, write_selected)
+from .config import ConfigError, FinetuneConfig, check_device
 
-CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
-SELECTED = "selected.pt"
 METRICS = "metrics.jsonl"
 MODEL_DIR = "model"
-CHECKPOINT_FORMAT = 2  # 2: ZO log entries (step, seed, gamma, lr, decay) and the ZO rule state
+#: consecutive steps at the uniform-prediction loss with zero gradients that make a collapse
+COLLAPSE_STEPS = 5
 
 
 class RunError(RuntimeError):
@@ -83,6 +92,10 @@ class History:
     zo_passes: list[float] = field(default_factory=list)
     zo_draws: list[float] = field(default_factory=list)
     zo_writes: list[float] = field(default_factory=list)
+    # per-step predicted change of f_B by block (schema.Changes): ZO first/second order, FO first order
+    zo_change: list[float] = field(default_factory=list)
+    zo_change_quad: list[float] = field(default_factory=list)
+    fo_change: list[float] = field(default_factory=list)
     zo_evals: int = 0
     fo_grads: int = 0
     dev_curve: list[list[float]] = field(default_factory=list)
@@ -92,6 +105,12 @@ class History:
     step_seconds: list[float] = field(default_factory=list)
     eval_seconds: float = 0.0
     train_tokens: int = 0
+    # the selected step's ZO block = snapshot best_zo_base + these ZO log entries (benchmarks.checkpoints)
+    best_zo_base: int = 0
+    best_zo_log: list[tuple] = field(default_factory=list)
+    # consecutive steps at the uniform-prediction loss with zero gradients; the collapse, once seen
+    flat_steps: int = 0
+    collapse: dict[str, Any] | None = None
 
     def state(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -129,74 +148,51 @@ def load_examples(cfg: FinetuneConfig) -> dict[str, list]:
 
 
 def setup(cfg: FinetuneConfig, examples: dict[str, list] | None = None, comm=None,
-          progress: bool = False) -> Setup:
-    from .scoring import encode_split, make_loss_fn
+          progress: bool = False, track_changes: bool | None = None, encoded: tuple | None = None) -> Setup:
+    """``track_changes``: record the FO update's predicted change (``StepStats.fo_change``, one copy
+    of the FO block per step); None = when the FO block is the adapter (cheap), not for fo-full."""
+    from .scoring import make_loss_fn
 
     examples = examples if examples is not None else load_examples(cfg)
     model, tok, zo, fo = build_model(cfg, progress=progress)
-    train, dev, test = (encode_split(tok, examples[k], max_length=cfg.max_length) for k in ("train", "dev", "test"))
+    if encoded is not None:   # (tokenizer, (train, dev, test)) from encode_splits, made before the model was loaded
+        tok, (train, dev, test) = encoded
+    else:
+        train, dev, test = encode_splits(cfg, tok, examples)
     problem = ho.ModuleProblem(model, make_loss_fn(train), zo, fo, n=len(train))
-    optimizer = ho.HybridOptimizer(problem, cfg.hybrid_config(), comm=comm)
+    if track_changes is None:
+        track_changes = ho.methods.get(cfg.method).fo == ("adapter",)
+    optimizer = ho.HybridOptimizer(problem, cfg.hybrid_config(), comm=comm, track_changes=track_changes)
     sampler = ho.RandomReshuffling(len(train), cfg.batch_size, seed=cfg.seed)
     return Setup(comm, model, tok, problem, optimizer, sampler, train, dev, test)
 
 
-def initial_zo_block(cfg: FinetuneConfig) -> list[torch.Tensor]:
-    """The ZO block as loaded (before any step), from a fresh deterministic build."""
-    _, _, zo, _ = build_model(cfg)
-    return [p.detach() for p in zo]
+SPLITS = ("train", "dev", "test")
 
 
-@torch.no_grad()
-def rebuild_zo_block(cfg: FinetuneConfig, log: list[ho.ZOLogEntry], upto: int) -> list[torch.Tensor]:
-    """ZO block after the first ``upto`` steps: initial weights + replay of the log."""
-    params = initial_zo_block(cfg)
-    hc = cfg.hybrid_config()
-    ho.replay_zo_log(params, [e for e in log if e.step < upto], hc)
-    return params
+def encode_splits(cfg: FinetuneConfig, tok, examples: dict[str, list], warn=None) -> tuple:
+    """Tokenise the three splits for ``cfg.max_length``.  A split most of whose prompts would lose
+    more than three quarters of their tokens is an error (:class:`ConfigError`: little is left of them but
+    their ends); prompts that are cut
+    (from the left) get one ``warn`` line saying how many and what length keeps them whole."""
+    from .scoring import encode_split
 
-
-@torch.no_grad()
-def verify_reconstruction(cfg: FinetuneConfig, s: Setup) -> bool:
-    """Rebuild the ZO block from the initial model + log and compare bit for bit with the live one."""
-    rebuilt = rebuild_zo_block(cfg, s.optimizer.zo_log, s.optimizer.step_count)
-    return all(torch.equal(a, b) for a, b in zip(rebuilt, s.problem.zo_params))
-
-
-# ---- checkpoints -------------------------------------------------------------------------------
-
-def save_checkpoint(out: Path, cfg: FinetuneConfig, s: Setup, hist: History) -> None:
-    state = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "step": s.optimizer.step_count,
-             "optimizer": s.optimizer.state_dict(), "sampler": s.sampler.state_dict(),
-             "fo_params": [p.detach().cpu().clone() for p in s.problem.fo_params],
-             "history": hist.state()}
-    torch_save(out / CHECKPOINT, state)
-
-
-@torch.no_grad()
-def load_checkpoint(out: Path, cfg: FinetuneConfig, s: Setup) -> History:
-    path = out / CHECKPOINT
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is one clear error
-        raise RunError(f"cannot read checkpoint {path}: {e}") from None
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path}: unknown checkpoint format {state.get('format')!r}")
-    if state["config"] != cfg.to_dict():
-        diff = sorted(k for k in state["config"] if state["config"][k] != cfg.to_dict().get(k))
-        raise ConfigError(f"--resume with a different configuration than the checkpoint's (differs in: "
-                          f"{', '.join(diff)})")
-    s.optimizer.load_state_dict(state["optimizer"])
-    s.sampler.load_state_dict(state["sampler"])
-    for p, v in zip(s.problem.fo_params, state["fo_params"]):
-        p.copy_(v.to(p.device))
-    if s.problem.zo_params:
-        rebuilt = rebuild_zo_block(cfg, s.optimizer.zo_log, state["step"])
-        for p, v in zip(s.problem.zo_params, rebuilt):
-            p.copy_(v)
-    hist = History()
-    hist.__dict__.update(state["history"])
-    return hist
+    whole = {k: encode_split(tok, examples[k]) for k in SPLITS}
+    cut, longest, L = {}, 0, cfg.max_length
+    for k, enc in whole.items():
+        lengths = [max(len(c) + len(t) for c, t in zip(cs, ts)) for cs, ts in zip(enc.contexts, enc.continuations)]
+        n = sum(x > L for x in lengths)
+        if lengths and statistics.median(lengths) > 4 * L:
+            raise ConfigError(f"max_length={L} keeps less than a quarter of most {k} prompts (median "
+                              f"{statistics.median(lengths):g} tokens, longest {max(lengths)}); raise "
+                              f"--max-length (to {max(lengths)} to cut none)")
+        if n:
+            cut[k] = f"{n} of {len(lengths)} {k}"
+            longest = max(longest, max(lengths))
+    if cut and warn is not None:
+        warn(f"prompts longer than max_length={L} tokens are cut from the left: {', '.join(cut.values())} "
+             f"(the longest needs {longest}; --max-length {longest} keeps them whole)")
+    return tuple(encode_split(tok, examples[k], max_length=L) if k in cut else whole[k] for k in SPLITS)
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -217,10 +213,14 @@ def _peak_memory_bytes(device: str) -> int:
 
 
 def check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a finished run or silently restart an unfinished one."""
+    """Refuse to clobber a finished run or silently restart an unfinished one, and an ``out``
+    where no file can be written (below a file, a read-only or pseudo file system)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
-    finished, unfinished = (out / RESULT).exists(), (out / CHECKPOINT).exists()
+    problem = write_problem(out)
+    if problem:
+        raise ConfigError(f"--out {str(out)!r}: {problem}")
+    finished, unfinished = (out / RESULT).exists(), has_checkpoint(out)
     if resume:
         if not unfinished:
             raise ConfigError(f"--resume: {str(out)!r} holds no checkpoint to resume from")
@@ -308,46 +308,142 @@ class MetricsLog:
             self._fh = None
 
 
-def _selected_state(cfg: FinetuneConfig, s: Setup, hist: History) -> dict[str, Any]:
-    """What ``selected.pt`` holds: the selected step's FO block and the ZO log up to it."""
-    return {"config": cfg.to_dict(), "best_step": hist.best_step, "fo_params": hist.best_fo,
-            "zo_log": [e.to_tuple() for e in s.optimizer.zo_log if e.step < hist.best_step]}
-
-
 def _status(progress: bool, message: str) -> None:
     if progress:
         print(f"hybridopt: {message}", file=sys.stderr, flush=True)
 
 
+def _uniform_loss(s: Setup) -> tuple[float, str] | None:
+    """The training loss of a model that predicts uniformly, and how it reads: ln(candidates) for a
+    classification task, ln(vocabulary size) for the target tokens of an SFT task."""
+    c = s.train.num_candidates
+    if c > 1:
+        return math.log(c), f"ln {c}, a uniform choice among the {c} candidates"
+    v = getattr(getattr(s.model, "config", None), "vocab_size", None)
+    return (math.log(v), f"ln {v}, a uniform prediction over the vocabulary") if v else None
+
+
+def _watch_collapse(hist: History, stats: ho.StepStats, uniform: tuple[float, str] | None, step: int, warn) -> None:
+    """A collapse: the uniform-prediction loss and zero gradients (of every block: ‖∇_y f_B‖², the
+    projected ZO gradients) for :data:`COLLAPSE_STEPS` steps in a row; flagged once."""
+    grads = [g for g in (stats.fo_grad_sq, stats.projected) if g is not None]
+    flat = (uniform is not None and bool(grads) and all(float(g.abs().max()) == 0.0 for g in grads)
+            and abs(float(stats.loss) - uniform[0]) <= 1e-6 * max(1.0, uniform[0]))
+    hist.flat_steps = hist.flat_steps + 1 if flat else 0
+    if hist.flat_steps == COLLAPSE_STEPS and hist.collapse is None:
+        first = step - COLLAPSE_STEPS + 1
+        hist.collapse = {"step": first, "steps": COLLAPSE_STEPS, "loss": float(stats.loss), "uniform_loss": uniform[0]}
+        warn(f"the model collapsed at step {first}: the training loss is {float(stats.loss):.6g} ({uniform[1]}) and "
+             f"every gradient is zero for {COLLAPSE_STEPS} steps; lower the learning rates")
+
+
+@dataclass
+class _Prepared:
+    """What :func:`run` checked and read before loading the model."""
+
+    t_start: float
+    examples: dict[str, list]
+    encoded: tuple
+    chosen: dict[str, Any] | None
+    warnings: list[str]
+    warn: Any
+
+
 def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
         progress: bool = True, verify: bool = False, test: bool = True, save_model: bool = False,
-        merge: bool = False) -> dict[str, Any]:
+        merge: bool = False, policy: Policy | None = None) -> dict[str, Any]:
     """Run (or resume) one fine-tuning run; write ``out/result.json``; return the result.
 
     ``test=False`` (grid trials): no test evaluation; the selected checkpoint is saved
     (``selected.pt``) for :func:`evaluate_selected`.  ``save_model``: also write the selected
     model as a Hugging Face directory ``out/model`` (``merge``: adapter merged into the weights;
-    see :mod:`benchmarks.export`)."""
-    from hybridopt.distributed import init_from_env
+    see :mod:`benchmarks.export`).  ``policy``: when checkpoints and ZO snapshots are written
+    (:class:`~benchmarks.checkpoints.Policy`; its ``checkpoint_every`` is ``cfg.checkpoint_every``).
+
+    Everything that needs no model is done first, so that bad input costs no loading: the
+    output directory (writable, finished or not), the data, the prompts against ``max_length``
+    (with the tokenizer only), the directory's lock (another process working there is refused)
+    and the checkpoint to resume from (checksums and snapshots verified)."""
+    import dataclasses
+
+    from hybridopt.distributed import world_from_env
+    from hybridopt.llm.models import check_model_source, load_tokenizer
 
     out = Path(out)
     check_out_dir(out, resume, overwrite)
+    policy = dataclasses.replace(policy or Policy(), checkpoint_every=cfg.checkpoint_every)
+    lead = world_from_env()[0] == 0
+    warnings: list[str] = []
+    shown = {"live": False, "count": 0}   # warnings wait until the input is known good (bad input: one line)
+
+    def show_warnings() -> None:
+        for message in warnings[shown["count"]:] if lead else ():
+            print(f"hybridopt: warning: {message}", file=sys.stderr, flush=True)
+        shown["count"] = len(warnings)
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        if shown["live"]:
+            show_warnings()
+
     t_start = time.time()
-    task = cfg.load_task()
     examples = load_examples(cfg)
+    check_device(cfg.device)
+    try:
+        check_model_source(cfg.model)     # a Hugging Face id must be in the local cache (or downloads allowed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        tok = load_tokenizer(cfg.model)
+    except (OSError, RuntimeError) as e:
+        raise ConfigError(f"cannot load the tokenizer of {cfg.model!r}: {str(e).splitlines()[0]}") from None
+    encoded = (tok, encode_splits(cfg, tok, examples, warn))
+    lock = None
+    if lead:
+        try:
+            lock = RunLock(out).acquire()
+        except LockedError as e:
+            raise ConfigError(str(e)) from None
+        if lock.stale and lock.stale.get("pid") != os.getpid():
+            warn(f"took over the lock of process {lock.stale.get('pid')}, which is no longer running")
+    try:
+        chosen = choose_checkpoint(out, cfg, warn) if resume else None
+        shown["live"] = True
+        show_warnings()
+        return _run(cfg, out, resume, overwrite, progress, verify, test, save_model, merge, policy,
+                    _Prepared(t_start, examples, encoded, chosen, warnings, warn))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: FinetuneConfig, out: Path, resume: bool, overwrite: bool, progress: bool, verify: bool, test: bool,
+         save_model: bool, merge: bool, policy: Policy, prep: _Prepared) -> dict[str, Any]:
+    """The run itself, once :func:`run` has checked its input and holds the directory's lock."""
+    from hybridopt.distributed import init_from_env
+
+    t_start, examples, warn = prep.t_start, prep.examples, prep.warn
+    task = cfg.load_task()
     comm = init_from_env(cfg.device)
     lead = comm is None or comm.rank == 0  # only rank 0 writes files and shows progress
     show = progress and lead
-    s = setup(cfg, examples, comm, progress=show)
+    s = setup(cfg, examples, comm, progress=show, encoded=prep.encoded)
     if overwrite and not resume and lead:
-        for name in (RESULT, CHECKPOINT, SELECTED):
+        for name in (RESULT, CHECKPOINT, PREVIOUS, f"{CHECKPOINT}.damaged", SELECTED):
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / MODEL_DIR, ignore_errors=True)
-    hist = load_checkpoint(out, cfg, s) if resume else History()
-    if not resume and not task.higher_is_better:
-        hist.best_acc = math.inf          # the best metric so far (a loss here: lower is better)
+        for folder in (MODEL_DIR, SNAPSHOTS):
+            shutil.rmtree(out / folder, ignore_errors=True)
     if lead:
         out.mkdir(parents=True, exist_ok=True)
+    keeper = Keeper(out, cfg, s, policy, lead, warn)
+    hist = History()
+    if resume:
+        hist.__dict__.update(keeper.resume(prep.chosen))
+    else:
+        keeper.start()
+        if not task.higher_is_better:
+            hist.best_acc = math.inf      # the best metric so far (a loss here: lower is better)
+    uniform = _uniform_loss(s)
     metrics = MetricsLog(out / METRICS if lead else None)
     metrics.start(s.optimizer.step_count if resume else None)
     better = (lambda a, b: a > b) if task.higher_is_better else (lambda a, b: a < b)
@@ -357,6 +453,8 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
         if better(value, hist.best_acc):
             hist.best_acc, hist.best_step = value, step
             hist.best_fo = [p.detach().cpu().clone() for p in s.problem.fo_params]
+            hist.best_zo_base = keeper.base
+            hist.best_zo_log = [e.to_tuple() for e in s.optimizer.zo_log if keeper.base <= e.step < step]
 
     def timed_eval(step: int, label: str | None = None) -> None:
         t0 = time.perf_counter()
@@ -384,7 +482,7 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
             # Per step only scalars already computed are checked (loss, ||∇_y f_B||²); the weights
             # themselves (a full pass for fo-full) only before they are evaluated or checkpointed.
             evaluating = step % cfg.eval_every == 0 or step == cfg.steps
-            checkpointing = bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+            checkpointing = keeper.checkpoint_due(step) or step % policy.snapshot_every == 0
             scalars = [stats.loss] + ([stats.fo_grad_sq] if stats.fo_grad_sq is not None else [])
             if not all(torch.isfinite(v).all() for v in scalars) or (
                     (evaluating or checkpointing or signals.received)
@@ -406,10 +504,13 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
                 hist.zo_grad_sq_est.append(float(stats.projected.pow(2).mean()))
             if stats.curvature is not None:
                 hist.zo_curvature.append(float(stats.curvature.mean()))
+            _record_changes(hist, stats)
             metrics.write(event="step", step=step, epoch=s.sampler.batch_epoch, loss=loss, lr_x=stats.lr_x,
                           lr_y=stats.lr_y, seconds=hist.step_seconds[-1],
                           fo_grad_sq=hist.fo_grad_sq[-1] if stats.fo_grad_sq is not None else None,
                           zo_grad_sq_est=hist.zo_grad_sq_est[-1] if stats.projected is not None else None)
+            _watch_collapse(hist, stats, uniform, step, warn)
+            keeper.after_step(step)   # a ZO snapshot when one is due, before this step's evaluation
             if evaluating:
                 if bar is not None:
                     bar.set_postfix_str(f"loss={loss:.4f}, dev=evaluating...")
@@ -422,39 +523,44 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
                 bar.set_postfix_str(f"loss={loss:.4f}, {dev}")
             if comm is not None:  # all ranks stop at the same step
                 signals.received = comm.max_flag(signals.received or 0) or None
-            if lead and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or signals.received):
-                save_checkpoint(out, cfg, s, hist)
+            saved = keeper.checkpoint(hist) if keeper.checkpoint_due(step) or (lead and signals.received) else None
             if signals.received:
                 if bar is not None:
                     bar.close()
                 metrics.close()
+                said = "checkpoint saved" if saved or not lead else "the checkpoint could not be saved (see above)"
                 raise Interrupted(f"interrupted by signal {signals.received} after step {step}; "
-                                  f"checkpoint saved, continue with --resume", signals.received)
+                                  f"{said}, continue with --resume", signals.received)
     if bar is not None:
         bar.close()
     s.optimizer.close()  # apply the pending ZO update and remove the hooks: the weights are read directly now
-    if verify and s.problem.zo_params and not verify_reconstruction(cfg, s):
-        raise RunError("the ZO block rebuilt from the initial model + ZO log differs from the live weights")
+    if verify and s.problem.zo_params and not keeper.verify():
+        raise RunError("the ZO block rebuilt from its snapshot (or the initial weights) + the ZO log differs from "
+                       "the live weights")
 
     if lead and cfg.checkpoint_every:
-        save_checkpoint(out, cfg, s, hist)  # final state, so a finished run can be inspected
+        keeper.checkpoint(hist)  # final state, so a finished run can be inspected
+    selected = keeper.selected_state(hist)
     if lead:
-        torch_save(out / SELECTED, _selected_state(cfg, s, hist))
+        _write_or_fail(out / SELECTED, lambda p: write_selected(out, selected))
+    if comm is not None:
+        comm.max_flag(0)          # every rank waits until selected.pt is on disk, then reads it
+        selected = selected if lead else read_selected(out)
     if not test:
         result = _result(cfg, s, hist, None, time.time() - t_start)
+        result["reliability"] = _reliability(hist, prep, keeper)
         if lead:
-            write_json(out / RESULT, result)
+            _write_or_fail(out / RESULT, lambda p: write_json(p, result))
         metrics.close()
+        keeper.finish(hist, keep_checkpoints=bool(cfg.checkpoint_every))
         return result
 
-    # Select the best dev checkpoint, then test once.
-    with torch.no_grad():
-        if hist.best_step != s.optimizer.step_count:
-            for p, v in zip(s.problem.fo_params, hist.best_fo):
-                p.copy_(v.to(p.device))
-            if s.problem.zo_params:
-                for p, v in zip(s.problem.zo_params, rebuild_zo_block(cfg, s.optimizer.zo_log, hist.best_step)):
-                    p.copy_(v)
+    # Select the best dev checkpoint (rebuilt in the live model, from its snapshot), then test once.
+    if hist.best_step != s.optimizer.step_count:
+        before = _peak_memory_bytes(cfg.device)
+        done = keeper.restore(selected, fresh=False)
+        keeper.report["selection"] = {"step": hist.best_step, **done, "peak_memory_before_bytes": before,
+                                      "peak_memory_after_bytes": _peak_memory_bytes(cfg.device)}
     test_value = None
     if len(s.test):
         t0 = time.perf_counter()
@@ -476,9 +582,28 @@ def run(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwrite: b
     result = _result(cfg, s, hist, test_value, time.time() - t_start)
     if exported is not None:
         result["export"] = exported
+    result["reliability"] = _reliability(hist, prep, keeper)
     if lead:
-        write_json(out / RESULT, result)
+        _write_or_fail(out / RESULT, lambda p: write_json(p, result))
+    keeper.finish(hist, keep_checkpoints=bool(cfg.checkpoint_every))
     return result
+
+
+def _reliability(hist: History, prep: _Prepared, keeper: Keeper) -> dict[str, Any]:
+    """``result.json`` ``reliability``: the collapse flag, this process's warnings, and how the run
+    was resumed and its selected step restored (snapshot, replayed steps, seconds, memory)."""
+    return {"collapse": hist.collapse, "warnings": list(prep.warnings), **keeper.report}
+
+
+def _write_or_fail(path: Path, write) -> None:
+    """``write(path)``; a full disk or an I/O error (the previous file stays intact) becomes one line."""
+    try:
+        write(path)
+    except OSError as e:
+        out = path.parent
+        then = ("the last checkpoint is kept: free space and continue with --resume" if has_checkpoint(out)
+                else "free space and run it again")
+        raise RunError(f"could not write {path} ({e.strerror or e}); {then}") from None
 
 
 def export_meta(cfg: FinetuneConfig, step: int, run_dir: Path) -> dict[str, Any]:
@@ -490,25 +615,31 @@ def export_meta(cfg: FinetuneConfig, step: int, run_dir: Path) -> dict[str, Any]
 
 @torch.no_grad()
 def restore_selected(run_dir: str | Path, cfg: FinetuneConfig | None = None, progress: bool = False) -> tuple[FinetuneConfig, Setup, int]:
-    """The selected checkpoint of a finished run (``selected.pt``), rebuilt bit-exactly: fresh
-    model, FO block copied, ZO block = initial weights + replay of the stored log.  Returns
-    ``(config, setup, selected step)``; ``cfg``, when given, must be the run's configuration."""
-    path = Path(run_dir) / SELECTED
+    """The selected checkpoint of a finished run (``selected.pt``), rebuilt bit-exactly in a freshly
+    loaded model: the FO block copied, the ZO block = its snapshot (or the loaded initial weights)
+    + the stored log.  ``selected.pt`` and the snapshot are verified before the model is loaded.
+    Returns ``(config, setup, selected step)``; ``cfg``, when given, must be the run's configuration."""
+    from hybridopt.io import DamagedFileError
+
+    from .checkpoints import verify_snapshot
+
+    run_dir = Path(run_dir)
+    path = run_dir / SELECTED
     if not path.is_file():
         raise ConfigError(f"{str(run_dir)!r} holds no selected checkpoint ({SELECTED}): not a finished run")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
-        raise RunError(f"cannot read {path}: {e}") from None
+        state = read_selected(run_dir)
+        if state["zo_base"]:
+            verify_snapshot(run_dir, state["zo_base"])
+    except (DamagedFileError, FileNotFoundError) as e:
+        raise ConfigError(f"{e} ({SELECTED} cannot be rebuilt; run the fine-tuning again)") from None
     if cfg is None:
         from .config import validate
         cfg = validate(FinetuneConfig(**state["config"]))
     elif state["config"] != cfg.to_dict():
         raise ConfigError(f"{path} was made with another configuration")
     s = setup(cfg, progress=progress)
-    for p, v in zip(s.problem.fo_params, state["fo_params"]):
-        p.copy_(v.to(p.device))
-    ho.replay_zo_log(s.problem.zo_params, [ho.ZOLogEntry.from_tuple(e) for e in state["zo_log"]], cfg.hybrid_config())
+    Keeper(run_dir, cfg, s, Policy(), lead=False, warn=lambda message: None).restore(state, fresh=True)
     s.optimizer.close()
     return cfg, s, int(state["best_step"])
 
@@ -542,47 +673,57 @@ def _sweep_counts(hist: History) -> dict[str, float]:
             "zo_weight_passes_per_step": med(hist.zo_passes)}
 
 
+def _record_changes(hist: History, stats: ho.StepStats) -> None:
+    """The step's predicted change of f_B by block (:class:`benchmarks.schema.Changes`)."""
+    if stats.zo_change is not None:
+        hist.zo_change.append(float(stats.zo_change))
+        if stats.curvature is not None:   # quadratic model along each direction, from the step's own probes
+            g2c = (stats.projected.double().pow(2) * stats.curvature.double()).sum()
+            q = stats.projected.shape[0]
+            hist.zo_change_quad.append(float(stats.zo_change) + 0.5 * (stats.lr_x / q) ** 2 * float(g2c))
+    if stats.fo_change is not None:
+        hist.fo_change.append(float(stats.fo_change))
+
+
 def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall: float) -> dict[str, Any]:
+    """The run's ``result.json`` (:class:`benchmarks.schema.RunResult`, as a dict)."""
     import peft
     import transformers
+
+    from . import schema as S
 
     sps = statistics.median(hist.step_seconds) if hist.step_seconds else None
     train_time = sum(hist.step_seconds)
     task = cfg.load_task()
     acc = task.metric == "accuracy"
-    return {
-        "task": task.name, "method": cfg.method, "model": cfg.model, "steps": cfg.steps,
-        "metric": task.metric,
-        "dev_metric": {"name": task.metric, "best": hist.best_acc, "step": hist.best_step,
-                       "higher_is_better": task.higher_is_better},
-        "test_metric": test_acc,
-        "dev_accuracy": {"best": hist.best_acc, "step": hist.best_step} if acc else None,
-        "test_accuracy": test_acc if acc else None,
-        "zero_shot_dev_accuracy": (hist.dev_curve[0][1] if hist.dev_curve else None) if acc else None,
-        "train_loss_curve": [[i + 1, l] for i, l in enumerate(hist.losses)],
-        "dev_curve": hist.dev_curve,
-        "seconds_per_step": sps,
-        "peak_memory_bytes": _peak_memory_bytes(cfg.device),
-        "tokens_per_second": hist.train_tokens / train_time if train_time > 0 else None,
-        "stationarity": {"epoch": hist.epochs, "fo_grad_sq": hist.fo_grad_sq,
-                         "zo_grad_sq_est": hist.zo_grad_sq_est, "zo_curvature": hist.zo_curvature,
-                         "zo_dim": sum(p.numel() for p in s.problem.zo_params),
-                         "mu": cfg.hybrid_config().mu},
-        "oracle_calls": {"zo_evals": hist.zo_evals, "fo_grads": hist.fo_grads,
-                         **_sweep_counts(hist)},
-        "sizes": {"train": len(s.train), "dev": len(s.dev), "test": len(s.test),
-                  "steps_per_epoch": s.sampler.steps_per_epoch,
-                  "zo_params": sum(p.numel() for p in s.problem.zo_params),
-                  "fo_params": sum(p.numel() for p in s.problem.fo_params)},
-        "communication": _communication(s),
-        "seeds": {"seed": cfg.seed, "sampler": cfg.seed, "zo_directions": cfg.hybrid_config().seed,
-                  "adapter_init": cfg.seed},
-        "timing": {"wall_seconds": wall, "train_seconds": train_time, "eval_seconds": hist.eval_seconds},
-        "config": {**cfg.to_dict(), "optimizer": cfg.hybrid_config().to_dict()},
-        "git_commit": _git_commit(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "peft": peft.__version__, "hybridopt": ho.__version__},
-        "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                    "cpu_threads": torch.get_num_threads(),
-                    "device": cfg.device if not cfg.device.startswith("cuda") else torch.cuda.get_device_name()},
-    }
+    hc = cfg.hybrid_config()
+    zo_dim = sum(p.numel() for p in s.problem.zo_params)
+    return S.RunResult(
+        task=task.name, method=cfg.method, model=cfg.model, steps=cfg.steps, metric=task.metric,
+        dev_metric=S.DevMetric(task.metric, hist.best_acc, hist.best_step, task.higher_is_better),
+        test_metric=test_acc,
+        dev_accuracy=S.BestAccuracy(hist.best_acc, hist.best_step) if acc else None,
+        test_accuracy=test_acc if acc else None,
+        zero_shot_dev_accuracy=(hist.dev_curve[0][1] if hist.dev_curve else None) if acc else None,
+        train_loss_curve=[[i + 1, l] for i, l in enumerate(hist.losses)],
+        dev_curve=hist.dev_curve,
+        seconds_per_step=sps,
+        step_seconds=list(hist.step_seconds),
+        peak_memory_bytes=_peak_memory_bytes(cfg.device),
+        tokens_per_second=hist.train_tokens / train_time if train_time > 0 else None,
+        stationarity=S.Stationarity(hist.epochs, hist.fo_grad_sq, hist.zo_grad_sq_est, hist.zo_curvature,
+                                    zo_dim, hc.mu),
+        changes=S.Changes(hist.zo_change, hist.zo_change_quad, hist.fo_change),
+        oracle_calls=S.OracleCalls(hist.zo_evals, hist.fo_grads, **_sweep_counts(hist)),
+        sizes=S.Sizes(len(s.train), len(s.dev), len(s.test), s.sampler.steps_per_epoch, zo_dim,
+                      sum(p.numel() for p in s.problem.fo_params)),
+        communication=_communication(s),
+        seeds=S.Seeds(cfg.seed, cfg.seed, hc.seed, cfg.seed),
+        timing=S.Timing(wall, train_time, hist.eval_seconds),
+        config={**cfg.to_dict(), "optimizer": hc.to_dict()},
+        git_commit=_git_commit(),
+        versions={"torch": torch.__version__, "transformers": transformers.__version__,
+                  "peft": peft.__version__, "hybridopt": ho.__version__},
+        machine=S.Machine(platform.platform(), platform.machine(), torch.get_num_threads(),
+                          cfg.device if not cfg.device.startswith("cuda") else torch.cuda.get_device_name()),
+    ).to_dict()

@@ -292,7 +292,7 @@ def convert_smollm2(force: bool = False, progress: bool = False) -> Path:
 
 
 def _load_smollm2(dtype: torch.dtype, device: str, progress: bool = False):
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoConfig, AutoModelForCausalLM
     from safetensors.torch import load_file
     _quiet_transformers()
     path = convert_smollm2(progress=progress)
@@ -309,8 +309,12 @@ def _load_smollm2(dtype: torch.dtype, device: str, progress: bool = False):
                            f"unexpected={unexpected}; delete it to rebuild")
     _init_meta_buffers(model)
     model = model.to(device=device, dtype=dtype)
-    tok = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
-    return model, tok
+    return model, _smollm2_tokenizer(path)
+
+
+def _smollm2_tokenizer(path: Path):
+    from transformers import PreTrainedTokenizerFast
+    return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
 
 
 def _init_meta_buffers(model: torch.nn.Module) -> None:
@@ -334,19 +338,22 @@ def _init_meta_buffers(model: torch.nn.Module) -> None:
 # public API
 # ---------------------------------------------------------------------------------------------
 
-def _load_hf(name: str, dtype: torch.dtype, device: str, allow_download: bool):
+def _load_hf(name: str, dtype: torch.dtype | None, device: str, allow_download: bool):
+    """``(model, tokenizer)`` of a Hugging Face id or directory; ``(None, tokenizer)`` when only
+    the tokenizer is wanted (``dtype``/``device`` unused then)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     _quiet_transformers()
     local_only = not allow_download
     try:
         tok = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_only)
+        model = None if dtype is None else AutoModelForCausalLM.from_pretrained(name, dtype=dtype,
+                                                                              local_files_only=local_only)
     except OSError as e:
         hint = "" if allow_download else (
             " It is not in the local Hugging Face cache; pass allow_download=True (or set "
             "HYBRIDOPT_ALLOW_DOWNLOAD=1) to fetch it, or give a local directory.")
         raise RuntimeError(f"cannot load {name!r}: {e}.{hint}") from e
-    return model.to(device), tok
+    return (None if model is None else model.to(device)), tok
 
 
 def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "float32",
@@ -362,8 +369,7 @@ def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "f
     """
     dt = resolve_dtype(dtype)
     device = str(device)
-    if allow_download is None:
-        allow_download = os.environ.get("HYBRIDOPT_ALLOW_DOWNLOAD", "") not in ("", "0")
+    allow_download = _allow_download(allow_download)
     t0 = time.perf_counter()
     key = str(name_or_path)
     preset = PRESETS.get(key.lower())
@@ -382,12 +388,154 @@ def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "f
     else:
         raise ValueError(f"unknown model {name_or_path!r}: not a preset ({', '.join(PRESETS)}), "
                          f"a preset's Hugging Face id ({', '.join(HF_IDS)}) or a local directory")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    _ensure_pad(tok)
     model.eval()
     LAST_LOAD.update(name=key, seconds=time.perf_counter() - t0, dtype=str(dt))
     _status(progress, f"loaded {key} in {LAST_LOAD['seconds']:.1f} s")
     return model, tok
+
+
+def _ensure_pad(tok) -> None:
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+
+
+def _allow_download(allow_download: bool | None) -> bool:
+    if allow_download is None:
+        return os.environ.get("HYBRIDOPT_ALLOW_DOWNLOAD", "") not in ("", "0")
+    return bool(allow_download)
+
+
+def load_tokenizer(name_or_path: str = "smollm2-135m", allow_download: bool | None = None, progress: bool = False):
+    """The tokenizer :func:`load_model` would return with the model, without loading the model
+    (so that prompts can be checked against ``max_length`` first).  smollm2-135m is converted
+    once if it is not cached yet (see the module docstring)."""
+    key = str(name_or_path)
+    preset = PRESETS.get(key.lower())
+    if preset == "builtin:tiny-llama":
+        tok = tiny_tokenizer()
+    elif preset == "builtin:smollm2":
+        _quiet_transformers()
+        tok = _smollm2_tokenizer(convert_smollm2(progress=progress))
+    elif preset is not None or key in HF_IDS:
+        _, tok = _load_hf(preset or key, None, "cpu", _allow_download(allow_download))
+    elif Path(key).expanduser().is_dir():
+        _, tok = _load_hf(str(Path(key).expanduser()), None, "cpu", allow_download=False)
+    else:
+        raise ValueError(f"unknown model {name_or_path!r}: not a preset ({', '.join(PRESETS)}), "
+                         f"a preset's Hugging Face id ({', '.join(HF_IDS)}) or a local directory")
+    _ensure_pad(tok)
+    return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# checks before loading, and the weights as stored in the model's files
+# ---------------------------------------------------------------------------------------------
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json")
+
+
+def check_model_source(name_or_path: str, allow_download: bool | None = None, cached: bool = True) -> None:
+    """Raise ``ValueError`` (one line) when ``name_or_path`` cannot be loaded, without loading it:
+    a local directory must hold a ``config.json`` that transformers reads (a JSON object with a
+    known ``model_type``), weights and tokenizer files; a Hugging Face id must be in the local
+    cache unless downloads are allowed (``cached=False``: not checked, for a configuration that
+    is planned here and run elsewhere).  Presets built in code always pass."""
+    key = str(name_or_path)
+    preset = PRESETS.get(key.lower())
+    if preset is not None and preset.startswith("builtin:"):
+        return
+    if preset is not None or key in HF_IDS:
+        repo = preset or key
+        if not cached or _allow_download(allow_download):
+            return
+        from huggingface_hub import try_to_load_from_cache
+        if not isinstance(try_to_load_from_cache(repo, "config.json"), str):
+            raise ValueError(f"model {key!r} ({repo}) is not in the local Hugging Face cache; set "
+                             "HYBRIDOPT_ALLOW_DOWNLOAD=1 to download it, or give a local model directory")
+        return
+    path = Path(key).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"unknown model {key!r}: not a preset ({', '.join(PRESETS)}), a preset's Hugging Face id "
+                         "or an existing directory")
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise ValueError(f"model directory {key!r} has no config.json")
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"model directory {key!r}: config.json is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise ValueError(f"model directory {key!r}: config.json has no 'model_type' (not a transformers model config)")
+    from transformers import CONFIG_MAPPING
+    if cfg["model_type"] not in CONFIG_MAPPING:
+        raise ValueError(f"model directory {key!r}: config.json names model_type {cfg['model_type']!r}, which this "
+                         "transformers does not know")
+    if not any((path / f).is_file() for f in _WEIGHT_FILES):
+        raise ValueError(f"model directory {key!r} holds no weights ({' or '.join(_WEIGHT_FILES[::2])})")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise ValueError(f"model directory {key!r} holds no tokenizer (tokenizer.json, tokenizer.model or vocab.json)")
+
+
+class WeightFiles:
+    """The safetensors files a model was loaded from, read one tensor at a time (memory-mapped):
+    what a run reads back to restore the initial weights without a second model in memory."""
+
+    def __init__(self, files: list[Path]) -> None:
+        from safetensors import safe_open
+        self.files = files
+        self._where: dict[str, Path] = {}
+        for f in files:
+            with safe_open(str(f), framework="pt") as h:
+                for k in h.keys():
+                    self._where[k] = f
+
+    def __contains__(self, name: str) -> bool:
+        return self._key(name) is not None
+
+    def _key(self, name: str) -> str | None:
+        for k in (name, name.removeprefix("model."), "model." + name):
+            if k in self._where:
+                return k
+        return None
+
+    def get(self, name: str) -> torch.Tensor | None:
+        """The stored tensor called ``name`` (or with/without a leading ``model.``), or None."""
+        from safetensors import safe_open
+        k = self._key(name)
+        if k is None:
+            return None
+        with safe_open(str(self._where[k]), framework="pt") as h:
+            return h.get_tensor(k)
+
+
+def weight_files(name_or_path: str) -> WeightFiles | None:
+    """The safetensors weights of ``name_or_path`` as stored on disk (the smollm2 cache, a local
+    directory, a cached Hugging Face id), or None (tiny-llama is built in code; ``.bin`` weights)."""
+    key = str(name_or_path)
+    preset = PRESETS.get(key.lower())
+    if preset == "builtin:tiny-llama":
+        return None
+    if preset == "builtin:smollm2":
+        folder: Path | None = smollm2_cache_path()
+    elif preset is not None or key in HF_IDS:
+        from huggingface_hub import try_to_load_from_cache
+        found = [try_to_load_from_cache(preset or key, f) for f in _WEIGHT_FILES[:2]]
+        folder = next((Path(f).parent for f in found if isinstance(f, str)), None)
+    else:
+        folder = Path(key).expanduser()
+    if folder is None:
+        return None
+    if (folder / "model.safetensors").is_file():
+        return WeightFiles([folder / "model.safetensors"])
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if all((folder / s).is_file() for s in shards):
+            return WeightFiles([folder / s for s in shards])
+    return None
 
 
 _LORA_DEFAULT_TARGETS = ("q_proj", "v_proj")

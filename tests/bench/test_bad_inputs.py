@@ -1,17 +1,25 @@
 """Every bad input gets one clear line, exit code 2, no traceback and nothing written.
 
-The table in docs/BAD_INPUTS.md is generated from CASES by running them
-(``HYBRIDOPT_WRITE_DOCS=1 pytest tests/bench/test_bad_inputs.py``); a test fails if it is stale.
+The table in docs/BAD_INPUTS.md is generated from CASES (``hybridopt finetune``) and OTHER_CASES
+(``export``, ``summarize``, ``grid``) by running them (``HYBRIDOPT_WRITE_DOCS=1 pytest
+tests/bench/test_bad_inputs.py``); a test fails if it is stale.  They run as on a CPU-only torch
+with an empty Hugging Face cache, so the messages are the same on every machine.
 """
 import contextlib
 import io
 import json
 import os
+import re
+import socket
 from pathlib import Path
 
 import pytest
+import torch
 
-from hybridopt.benchmarks.cli import finetune_main
+import hybridopt.llm
+
+from hybridopt.benchmarks.cli import export_main, finetune_main, grid_main, summarize_main
+from hybridopt.io import CHECKED_MAGIC, RunLock, save_checked
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "BAD_INPUTS.md"
 BASE = ["--task", "sst2", "--method", "hybrid", "--model", "tiny-llama", "--steps", "2"]
@@ -61,8 +69,42 @@ def _task_files(tmp: Path) -> None:
                                                    "target": "{a}"}))
 
 
+def _model_dirs(tmp: Path) -> None:
+    """Local model directories that transformers could not load (or only with a misleading error)."""
+    llama = json.dumps({"model_type": "llama"})
+    for name, config, files in (("junkmodel", "this is not json", ()), ("notype", json.dumps({"hidden": 8}), ()),
+                                ("alien", json.dumps({"model_type": "alien"}), ()),
+                                ("noweights", llama, ("tokenizer.json",)),
+                                ("notok", llama, ("model.safetensors",))):
+        (tmp / name).mkdir()
+        (tmp / name / "config.json").write_text(config)
+        for f in files:
+            (tmp / name / f).write_text("{}")
+
+
+def _run_dirs(tmp: Path) -> None:
+    """Run directories: damaged checkpoints, a checkpoint of another configuration, selected.pt
+    files that cannot be rebuilt."""
+    from hybridopt.benchmarks.config import build_config
+
+    (tmp / "damaged").mkdir()
+    (tmp / "damaged" / "checkpoint.pt").write_bytes(CHECKED_MAGIC + b"\x00" * 64)
+    (tmp / "damaged" / "checkpoint.prev.pt").write_bytes(b"")
+    other = build_config("sst2", "hybrid", None, {"model": "tiny-llama", "steps": 3}).to_dict()
+    (tmp / "other").mkdir()
+    save_checked(tmp / "other" / "checkpoint.pt", {"format": 3, "config": other, "step": 1})
+    (tmp / "badsel").mkdir()
+    (tmp / "badsel" / "selected.pt").write_bytes(CHECKED_MAGIC + b"garbage" * 10)
+    (tmp / "nosnap").mkdir()
+    save_checked(tmp / "nosnap" / "selected.pt", {"format": 3, "config": other, "best_step": 4, "zo_base": 4,
+                                                   "fo_params": [], "zo_log": []})
+    (tmp / "locked").mkdir()
+
+
 def _files(tmp: Path) -> None:
     _task_files(tmp)
+    _model_dirs(tmp)
+    _run_dirs(tmp)
     (tmp / "bad.json").write_text("{not json")
     (tmp / "list.json").write_text("[1, 2]")
     (tmp / "unknown_key.json").write_text(json.dumps({"lr": 0.1}))
@@ -141,42 +183,113 @@ CASES = [
     ("--resume with nothing to resume", ["--resume"], "holds no checkpoint to resume from"),
     ("--out is a file", ["--out", "{tmp}/a_file"], "exists and is not a directory"),
     ("non-numeric value", ["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
+    ("--device cuda on a CPU-only torch", ["--device", "cuda"], "device 'cuda' is not available: this torch is built without CUDA"),
+    ("device with a bad index", ["--device", "cuda:x"], "unknown device 'cuda:x'; valid: cpu, cuda, cuda:N"),
+    ("--out below an existing file", ["--out", "{tmp}/a_file/run"], "--out '{tmp}/a_file/run': '{tmp}/a_file' is a file, not a directory"),
+    ("--out in a pseudo file system (/proc)", ["--out", "/proc/hybridopt-run"], "cannot create files in '/proc'"),
+    ("--out in a file system that refuses new files (/sys)", ["--out", "/sys/hybridopt-run"], "cannot create files in '/sys'"),
+    ("unknown peft kind", ["--peft", "adapterfusion"], "--peft 'adapterfusion': not a peft kind (lora, prefix) nor a peft config file (JSON)"),
+    ("model directory whose config.json is junk", ["--model", "{tmp}/junkmodel"], "model directory '{tmp}/junkmodel': config.json is not valid JSON"),
+    ("model config.json without model_type", ["--model", "{tmp}/notype"], "config.json has no 'model_type'"),
+    ("model config.json with an unknown model_type", ["--model", "{tmp}/alien"], "names model_type 'alien', which this transformers does not know"),
+    ("model directory without weights", ["--model", "{tmp}/noweights"], "holds no weights (model.safetensors or pytorch_model.bin)"),
+    ("model directory without a tokenizer", ["--model", "{tmp}/notok"], "holds no tokenizer"),
+    ("preset not in the local Hugging Face cache", ["--model", "opt-1.3b"], "model 'opt-1.3b' (facebook/opt-1.3b) is not in the local Hugging Face cache"),
+    ("negative number in exponent form (--lr-x -1e-3)", ["--lr-x", "-1e-3"], "optimizer: lr_x must be a finite number > 0, got -0.001"),
+    ("negative smoothing radius", ["--mu", "-1e-3"], "optimizer: mu must be a finite number > 0, got -0.001"),
+    ("-inf learning rate", ["--lr-y", "-inf"], "optimizer: lr_y must be a finite number > 0, got -inf"),
+    ("negative seed", ["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    ("negative LoRA alpha", ["--lora-alpha", "-16"], "peft.alpha must be > 0, got -16"),
+    ("negative LoRA rank", ["--lora-r", "-4"], "peft.r must be an integer >= 1, got -4"),
+    ("--max-length that cuts most prompts by more than 3/4", ["--max-length", "8"], "max_length=8 keeps less than a quarter of most "),
+    ("snapshot interval < 1", ["--snapshot-every", "0"], "snapshot_every must be an integer >= 1, got 0"),
+    ("negative checkpoint interval in minutes", ["--checkpoint-minutes", "-5"], "checkpoint_minutes must be a finite number >= 0, got -5.0"),
+    ("--resume when every checkpoint is damaged", ["--resume", "--out", "{tmp}/damaged"], "--resume: no usable checkpoint in '{tmp}/damaged' (checkpoint.pt: checksum mismatch (the file is truncated or damaged); checkpoint.prev.pt: empty file); pass --overwrite to start the run again"),
+    ("--resume with another configuration", ["--resume", "--out", "{tmp}/other"], "--resume with a different configuration than the checkpoint's (differs in: steps)"),
+    ("--out in use by another process", ["--out", "{tmp}/locked"], "'{tmp}/locked' is in use by process <pid> on <host>, since <time>"),
 ]
 
+# (command, what is wrong, argv after "hybridopt <command>", expected message fragment); grid gets BASE too
+OTHER_CASES = [
+    ("export", "run directory missing", ["{tmp}/nope", "--out", "{tmp}/exp"], "run directory '{tmp}/nope' does not exist"),
+    ("export", "run directory of an unfinished run", ["{tmp}/unfinished", "--out", "{tmp}/exp"], "holds no selected checkpoint (selected.pt): not a finished run"),
+    ("export", "--out exists", ["{tmp}/finished", "--out", "{tmp}/nomodel"], "--out '{tmp}/nomodel' already exists; pass --overwrite to replace it"),
+    ("export", "--out below an existing file", ["{tmp}/finished", "--out", "{tmp}/a_file/exp"], "--out '{tmp}/a_file/exp': '{tmp}/a_file' is a file, not a directory"),
+    ("export", "--out in a pseudo file system", ["{tmp}/finished", "--out", "/proc/hybridopt-exp"], "cannot create files in '/proc'"),
+    ("export", "damaged selected.pt", ["{tmp}/badsel", "--out", "{tmp}/exp"], "badsel/selected.pt: checksum mismatch (the file is truncated or damaged) (selected.pt cannot be rebuilt; run the fine-tuning again)"),
+    ("export", "selected.pt whose ZO snapshot is missing", ["{tmp}/nosnap", "--out", "{tmp}/exp"], "nosnap/snapshots/zo-00000004.safetensors is missing (selected.pt cannot be rebuilt"),
+    ("summarize", "folder without result files", ["{tmp}/nomodel"], "no result.json under '{tmp}/nomodel'"),
+    ("summarize", "path missing", ["{tmp}/none"], "'{tmp}/none' does not exist"),
+    ("summarize", "result file that is not JSON", ["{tmp}/bad.json"], "bad.json: not a readable result file"),
+    ("summarize", "JSON file that is not a result", ["{tmp}/finished/result.json"], "not a result file of hybridopt finetune or grid (no dev_metric)"),
+    ("summarize", "--out below an existing file", ["{tmp}/finished", "--out", "{tmp}/a_file/table.md"], "--out '{tmp}/a_file'"),
+    ("grid", "no --grid", [], "no --grid given"),
+    ("grid", "grid axis with an unknown key", ["--grid", "lr=1"], "--grid 'lr=1': expected KEY=v1,v2,... with KEY one of lr_x, lr_y, mu, q"),
+    ("grid", "grid values that are not numbers", ["--grid", "lr_x=a"], "--grid 'lr_x=a': values must be numbers"),
+    ("grid", "negative value in a grid", ["--grid", "lr_x=-1e-3,1e-3"], "optimizer: lr_x must be a finite number > 0, got -0.001"),
+    ("grid", "grid axis for a block the method lacks", ["--method", "fo-peft", "--grid", "mu=1e-3"], "method 'fo-peft' has no zeroth-order block; option(s) mu do not apply"),
+    ("grid", "--out below an existing file", ["--grid", "lr_x=1e-3", "--out", "{tmp}/a_file/g"], "'{tmp}/a_file' is a file, not a directory"),
+]
+MAINS = {"finetune": finetune_main, "export": export_main, "summarize": summarize_main, "grid": grid_main}
 
-def _run(argv):
+
+def _run(command, argv):
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            code = finetune_main(argv)
+            code = MAINS[command](argv)
         except SystemExit as e:  # argparse
             code = e.code
     return code, err.getvalue()
 
 
-def _argv(case_args, tmp):
+def _argv(command, case_args, tmp):
     # argparse keeps the last occurrence of an option, so a case's options override BASE
     args = [a.replace("{tmp}", str(tmp)) for a in case_args]
+    if command not in ("finetune", "grid"):
+        return args
     return BASE + args + ([] if "--out" in args else ["--out", str(tmp / "run")])
+
+
+ALL = [("finetune", what, args, want) for what, args, want in CASES] + OTHER_CASES
+
+
+LOADED: list = []          # load_model calls while the cases run (there must be none)
+_real_load = hybridopt.llm.load_model
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
+    import huggingface_hub.constants
+
     tmp = tmp_path_factory.mktemp("bad")
     _files(tmp)
     before = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
-    got = [(what, *_run(_argv(args, tmp))) for what, args, _ in CASES]
-    after = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
-    return tmp, got, before == after
+    with pytest.MonkeyPatch.context() as mp, RunLock(tmp / "locked"):   # another process is working in locked/
+        mp.setattr(torch.backends.cuda, "is_built", lambda: False)     # as on a CPU-only torch
+        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("empty-hf-cache")))
+        mp.delenv("HYBRIDOPT_ALLOW_DOWNLOAD", raising=False)
+        mp.setattr(hybridopt.llm, "load_model", lambda *a, **kw: LOADED.append(a) or _real_load(*a, **kw))
+        before_lock = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
+        got = [(command, what, *_run(command, _argv(command, args, tmp))) for command, what, args, _ in ALL]
+        after = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
+    return tmp, got, before_lock == after and before == sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
 
 
-@pytest.mark.parametrize("i", range(len(CASES)))
+def _normal(text: str, tmp: Path) -> str:
+    """A message with what differs between machines and runs (scratch folder, pid, host, time) named."""
+    text = text.replace(str(tmp), "…").replace(f"process {os.getpid()} ", "process <pid> ")
+    text = text.replace(f" on {socket.gethostname()},", " on <host>,")
+    return re.sub(r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "since <time>", text)
+
+
+@pytest.mark.parametrize("i", range(len(ALL)))
 def test_bad_input_gets_one_clear_line(i, outcomes):
     tmp, got, _ = outcomes
-    what, code, err = got[i]
-    expected = CASES[i][2].replace("{tmp}", str(tmp))
-    assert code == 2, (what, code, err)
-    assert expected in err, (what, err)
+    command, what, code, err = got[i]
+    expected = ALL[i][3].replace("{tmp}", str(tmp))
+    assert code == 2, (command, what, code, err)
+    assert expected in _normal(err, tmp).replace("…", str(tmp)), (what, err)
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 or err.startswith("usage:"), err
 
@@ -185,17 +298,24 @@ def test_nothing_written(outcomes):
     assert outcomes[2], "a rejected run wrote files"
 
 
+def test_no_model_loaded(outcomes):
+    assert LOADED == [], "a rejected run loaded a model"
+
+
 def test_doc_table_is_current(outcomes):
     tmp, got, _ = outcomes
-    rows = ["| # | bad input | message (exit code 2) |", "|---|---|---|"]
-    for k, (what, code, err) in enumerate(got, 1):
-        line = err.strip().splitlines()[-1].replace(str(tmp), "…").replace("|", "\\|")
-        rows.append(f"| {k} | {what} | `{line}` |")
+    rows = ["| # | command | bad input | message (exit code 2) |", "|---|---|---|---|"]
+    for k, (command, what, code, err) in enumerate(got, 1):
+        line = _normal(err.strip().splitlines()[-1], tmp).replace("|", "\\|")
+        rows.append(f"| {k} | {command} | {what} | `{line}` |")
     table = "\n".join(rows) + "\n"
-    head = ("# Bad input and the message it gets\n\nEach row was produced by running `hybridopt finetune` "
-            "with that input (tests/bench/test_bad_inputs.py; `…` is a scratch folder). Every one exits "
-            "with code 2 before any model is loaded, prints one line and writes nothing (a data file with several "
-            "bad records gets one such line per record, tests/bench/test_task_files.py).\n\n")
+    head = ("# Bad input and the message it gets\n\nEach row was produced by running `hybridopt <command>` "
+            "with that input (tests/bench/test_bad_inputs.py; `…` is a scratch folder; pid, host and time are "
+            "named where they differ between runs; run as on a CPU-only torch with an empty Hugging Face cache). "
+            "Every one exits with code 2 before any model is loaded, prints one line and writes nothing (a data "
+            "file with several bad records gets one such line per record, tests/bench/test_task_files.py). "
+            "Damaged checkpoints that a previous one replaces, full disks, a model that collapses and a grid "
+            "whose winner is the untrained model get a warning instead (tests/bench/test_reliability.py).\n\n")
     if os.environ.get("HYBRIDOPT_WRITE_DOCS"):
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(head + table)

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 import hybridopt as ho
 from hybridopt.benchmarks import runner
@@ -17,7 +16,8 @@ from hybridopt.benchmarks.config import ConfigError, build_config
 
 TINY = {"model": "tiny-llama", "steps": 6, "batch_size": 4, "eval_every": 2, "n_train": 16, "n_dev": 8,
         "n_test": 8, "max_length": 64}
-TIMING_KEYS = {"seconds_per_step", "peak_memory_bytes", "tokens_per_second", "timing", "machine", "git_commit"}
+TIMING_KEYS = {"seconds_per_step", "peak_memory_bytes", "tokens_per_second", "timing", "machine", "git_commit",
+               "step_seconds", "reliability"}
 
 
 def cfg_for(method, task="sst2", **kw):
@@ -93,14 +93,17 @@ def metrics(run_dir):
 
 
 def test_zo_checkpoint_is_small_and_rebuilds_weights(tmp_path):
+    from hybridopt.benchmarks.checkpoints import read_checkpoint, snapshot_path
+
     cfg = cfg_for("zo-full", checkpoint_every=3)
-    runner.run(cfg, tmp_path, progress=False)
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert ckpt["fo_params"] == []          # the ZO block is stored as its log, not its weights
-    assert len(ckpt["optimizer"]["zo_log"]) == 6
+    res = runner.run(cfg, tmp_path, progress=False, verify=True)
+    ckpt = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["fo_params"] == []          # the ZO block is stored as its log since its snapshot, not its weights
+    assert ckpt["zo_base"] == 0 and len(ckpt["optimizer"]["zo_log"]) == 6
     size = (tmp_path / "checkpoint.pt").stat().st_size
-    zo_bytes = sum(p.numel() * 4 for p in runner.initial_zo_block(cfg))
+    zo_bytes = res["sizes"]["zo_params"] * 4
     assert size < zo_bytes / 20
+    assert snapshot_path(tmp_path, 0).stat().st_size > zo_bytes   # tiny-llama has no weight file: snapshot 0 holds it
 
 
 def test_finished_run_is_not_overwritten(tmp_path):
@@ -171,14 +174,18 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path):
     args = _tiny_args(tmp_path / "r", steps=400)
     args[args.index("--checkpoint-every") + 1] = "0"
     proc = _cli(args)
-    log = tmp_path / "r"
+    log = tmp_path / "r" / "metrics.jsonl"
     _wait_for(log, proc)
-    time.sleep(4)
+    t0 = time.time()
+    while '"event": "step"' not in log.read_text():   # training has started (the signal handlers are set)
+        assert proc.poll() is None and time.time() - t0 < 120
+        time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "checkpoint saved, continue with --resume" in err
-    ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    from hybridopt.benchmarks.checkpoints import read_checkpoint
+    ckpt = read_checkpoint(tmp_path / "r" / "checkpoint.pt")
     assert 0 < ckpt["step"] < 400
 
 
