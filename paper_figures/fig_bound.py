@@ -68,9 +68,9 @@ def draw(out: str | Path) -> list[Path]:
                 a.xaxis.set_minor_formatter(ticker.NullFormatter())
             else:
                 a.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        cond = ("" if b["S"] else " The step sizes violate (S) at these estimated constants, so L6(A) does not "
+        cond = ("" if b["S"] else "\nThe step sizes violate (S) at these estimated constants, so L6(A) does not "
                 "apply: the dashed curves are the formula's values only.")
-        fig.text(0.5, -0.2, NOTE + cond, ha="center", va="top", fontsize=7, color="darkred", wrap=True)
+        fig.text(0.5, -0.2, NOTE + cond, ha="center", va="top", fontsize=7, color="darkred")
         fig.suptitle(f"Hybrid on {style.task_label(r['_group'])} ({r['model']}): stationarity vs the L6(A) bound "
                      f"(η_x={c['eta_x']:.0e}, η_y={c['eta_y']:.0e}, μ={c['mu']:.0e}, q={int(c['q'])}, "
                      f"d_x={int(c['d_x']):,})", fontsize=9, y=1.07)
