@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "grid": ("hybridopt.benchmarks.cli", "grid_main", "learning-rate grid with selection on dev, test of the selected run only"),
     "summarize": ("hybridopt.benchmarks.cli", "summarize_main", "collect result.json files into a Markdown/CSV table"),
     "simulate": ("hybridopt.theory.sim_cli", "main", "run the reshuffling-SGD simulator against the O(1/eps^4) bound"),
-    "reproduce": ("hybridopt.paper_figures.reproduce", "main", "run what is missing and draw every figure and table of the paper"),
+    "reproduce": ("hybridopt.benchmarks.pipeline", "main", "run what is missing and draw every figure and table of the paper"),
     "bench": ("hybridopt.benchmarks.perf.cli", "main", "measure step time and memory of the five methods and a MeZO reference"),
 }
 

@@ -1,6 +1,7 @@
-"""Figure: fine-tuning curves — training loss and dev accuracy vs steps, per task, every method.
+"""Figure: fine-tuning curves — training loss and dev metric vs steps, per task, every method
+and variant, mean over seeds with a 95% band (Student t, pointwise; one seed: the curve alone).
 
-Reads ``DIR/runs/*/*/result.json`` only.  ``python -m hybridopt.paper_figures.fig_curves DIR``
+Reads ``DIR/runs/**/result.json`` only.  ``python -m hybridopt.paper_figures.fig_curves DIR``
 """
 from __future__ import annotations
 
@@ -9,48 +10,49 @@ from pathlib import Path
 
 import numpy as np
 
-from . import style
-from .results import by_group, load_runs
+from . import derive, style
+from .results import cells
 
 
-def smooth(y: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average (window shrinks at the start), so the curve starts at step 1."""
-    c = np.cumsum(np.insert(y, 0, 0.0))
-    idx = np.arange(1, len(y) + 1)
-    lo = np.maximum(0, idx - window)
-    return (c[idx] - c[lo]) / (idx - lo)
+def loss_window(steps: int) -> int:
+    return max(1, steps // 10)
 
 
 def draw(out: str | Path) -> list[Path]:
     out = Path(out)
     files: list[Path] = []
-    for group, methods in by_group(load_runs(out)).items():
-        fig, axes = style.subplots(1, 2, scale=1.05)
+    for group, variants in cells(out).items():
+        colors = style.cell_colors(variants.values())
+        fig, axes = style.subplots(1, 2, scale=1.1)
         ax_l, ax_a = axes[0]
-        for m in style.METHODS:
-            r = methods.get(m)
-            if r is None:
-                continue
-            lc = np.asarray(r["train_loss_curve"], dtype=float)
-            if len(lc):
-                w = max(1, len(lc) // 10)
-                ax_l.plot(lc[:, 0], lc[:, 1], color=style.COLORS[m], alpha=0.18, lw=0.7)
-                ax_l.plot(lc[:, 0], smooth(lc[:, 1], w), **style.method_kw(m, marker=None, lw=1.6))
-            dc = np.asarray(r["dev_curve"], dtype=float)
-            if len(dc):
-                ax_a.plot(dc[:, 0], 100 * dc[:, 1], **style.method_kw(m, ms=4, lw=1.4))
-        any_run = next(iter(methods.values()))
+        for c in variants.values():
+            kw = style.cell_kw(c, colors)
+            col = kw["color"]
+            losses = [np.asarray(r.result.train_loss_curve, dtype=float) for r in c.runs]
+            if all(len(x) for x in losses):
+                w = loss_window(c.first.result.steps)
+                m, lo, hi = derive.band([derive.smooth(x[:, 1], w) for x in losses])
+                steps = losses[0][: len(m), 0]
+                ax_l.plot(steps, m, **{**kw, "marker": None, "lw": 1.5})
+                ax_l.fill_between(steps, lo, hi, color=col, alpha=0.18, lw=0)
+            devs = [np.asarray(r.result.dev_curve, dtype=float) for r in c.runs]
+            m, lo, hi = derive.band([d[:, 1] for d in devs])
+            steps = devs[0][: len(m), 0]
+            ax_a.plot(steps, 100 * m, **{**kw, "ms": 3.5, "lw": 1.3})
+            ax_a.fill_between(steps, 100 * lo, 100 * hi, color=col, alpha=0.15, lw=0)
+        first = next(iter(variants.values())).first.result
+        seeds = sorted({s for c in variants.values() for s in c.seeds})
         ax_l.set_xlabel("training step")
         ax_l.set_ylabel("training loss (cross-entropy over candidates, nats)")
-        ax_l.set_title(f"{style.task_label(group)}: training loss (faint: per step; solid: moving average)",
-                       fontsize=8)
+        ax_l.set_title(f"{style.task_label(group)}: training loss (moving average over "
+                       f"{loss_window(first.steps)} steps)", fontsize=8)
         ax_a.set_xlabel("training step")
-        ax_a.set_ylabel("dev accuracy (%)")
-        ax_a.set_title(f"{style.task_label(group)}: dev accuracy (n = {any_run['sizes']['dev']} examples)",
-                       fontsize=8)
-        ax_a.legend(loc="best", fontsize=7)
-        fig.suptitle(f"Fine-tuning on {style.task_label(group)} with {any_run['model']} "
-                     f"(batch {any_run['config']['batch_size']}, seed {any_run['seeds']['seed']})", fontsize=9)
+        ax_a.set_ylabel(f"dev {first.metric} (%)" if first.metric == "accuracy" else f"dev {first.metric}")
+        ax_a.set_title(f"{style.task_label(group)}: dev {first.metric} (n = {first.sizes.dev} examples)", fontsize=8)
+        ax_a.legend(loc="best", fontsize=6.5)
+        band = "mean over seeds with 95% t-band" if len(seeds) > 1 else "one seed: no band"
+        fig.suptitle(f"Fine-tuning on {style.task_label(group)} with {first.model} (batch {first.config['batch_size']}, "
+                     f"seeds {', '.join(map(str, seeds))}; {band})", fontsize=9)
         files += style.save(fig, out / "figures", f"curves_{group}")
     return files
 

@@ -1,9 +1,12 @@
-"""Figure: steps-to-target bars (the "up to 50% fewer steps" claim).
+"""Figure: steps and training seconds to the target dev metric, per task and method/variant:
+per-seed points (hollow: not reached, drawn at budget + one evaluation interval, or the whole
+training time), the mean and its 95% t-interval.
 
-Target (per task): ``frac`` (default 0.95, from the scale preset) × the best dev accuracy of full
-FT when it was run for the task, else of first-order PEFT.  Steps-to-target: the first evaluated
-step at which a method's dev accuracy reaches the target (resolution: the evaluation interval).
-Reads ``DIR/runs/*/*/result.json`` and ``DIR/scale.json`` only.
+Target (per task and seed): ``frac`` (from the scale preset) × the best dev metric of the
+reference run of the same seed (full FT when it was run for the task, else first-order PEFT);
+steps-to-target: the first evaluated step that reaches it (resolution: the evaluation interval);
+seconds-to-target: the training seconds up to that step (evaluations excluded).  Reads
+``DIR/runs/**/result.json`` and ``DIR/scale.json`` only.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import derive, style
-from .results import by_group, load_json, load_runs, reference_method
+from .results import cells, common_seeds, load_json, reference
 
 
 def target_fraction(out: Path) -> float:
@@ -21,54 +24,64 @@ def target_fraction(out: Path) -> float:
     return float(scale.get("claims", {}).get("target_fraction", 0.95))
 
 
-def steps_table(out: str | Path) -> dict[str, dict]:
-    """``{group: {"ref": method, "target": acc, "steps": {method: step|None}, "budget": {method: steps}}}``."""
+def table(out: str | Path) -> dict[str, dict]:
+    """``{group: {"ref": Cell, "rows": {variant: {"seeds", "steps", "seconds", "reached", "cell"}}}}``."""
     out = Path(out)
     frac = target_fraction(out)
-    table = {}
-    for group, methods in by_group(load_runs(out)).items():
-        ref = reference_method(methods)
-        best = methods[ref]["dev_accuracy"]["best"] if ref else None
-        table[group] = {"ref": ref, "target": derive.target_value(best, frac) if ref else None,
-                        "steps": {m: derive.steps_to_target(r["dev_curve"], best, frac) if ref else None
-                                  for m, r in methods.items()},
-                        "budget": {m: r["steps"] for m, r in methods.items()},
-                        "eval_every": {m: r["config"]["eval_every"] for m, r in methods.items()}}
-    return table
+    res = {}
+    for group, variants in cells(out).items():
+        ref = reference(variants)
+        if ref is None:
+            continue
+        rows = {}
+        for v, c in variants.items():
+            seeds = common_seeds(c, ref)
+            if not seeds:
+                continue
+            runs = {r.seed: r.result for r in c.runs}
+            refs = {r.seed: r.result for r in ref.runs}
+            rr = [derive.run_to_target(runs[s], refs[s], frac) for s in seeds]
+            rows[v] = {"cell": c, "seeds": seeds, "steps": [s for s, _ in rr], "reached": [ok for _, ok in rr],
+                       "seconds": [derive.seconds_to_step(runs[s], st) for s, (st, _) in zip(seeds, rr)]}
+        res[group] = {"ref": ref, "rows": rows}
+    return res
 
 
 def draw(out: str | Path) -> list[Path]:
     out = Path(out)
-    table = steps_table(out)
-    if not table:
+    tab = table(out)
+    if not tab:
         return []
     frac = target_fraction(out)
-    fig, axes = style.subplots(1, len(table), scale=0.9)
-    for ax, (group, t) in zip(axes[0], table.items()):
-        ms = [m for m in style.METHODS if m in t["steps"]]
-        x = np.arange(len(ms))
-        for i, m in enumerate(ms):
-            s = t["steps"][m]
-            if s is None:
-                ax.bar(i, t["budget"][m], color="none", edgecolor=style.COLORS[m], hatch="//", lw=1.2)
-                ax.text(i, t["budget"][m], "not\nreached", ha="center", va="bottom", fontsize=7)
-            else:
-                ax.bar(i, s, color=style.COLORS[m], edgecolor="black", lw=0.5)
-                ax.text(i, s, f"{s}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(x, [style.SHORT[m] for m in ms], rotation=30, ha="right")
-        if ax is axes[0][0]:
-            ax.set_ylabel("training steps to reach the target (lower is better)")
-        budget = max(t["budget"].values())
-        ax.axhline(budget, color="gray", ls=":", lw=1)
-        ax.set_ylim(0, budget * 1.25)
-        ref = style.SHORT.get(t["ref"], "none")
-        tgt = "n/a" if t["target"] is None else f"{100 * t['target']:.1f}%"
-        ax.set_title(f"{style.task_label(group)}\ntarget = {100 * frac:.0f}% of {ref}'s best dev accuracy = {tgt}",
-                     fontsize=8)
-    every = sorted({v for t in table.values() for v in t["eval_every"].values()})
-    fig.suptitle("Steps to the target dev accuracy (hatched: not reached within the step budget = dotted line; "
-                 "0: met before training; resolution: dev evaluated every "
-                 f"{'/'.join(map(str, every))} steps)", fontsize=8, y=1.06)
+    fig, axes = style.subplots(2, len(tab), scale=0.95)
+    for col, (group, t) in enumerate(tab.items()):
+        colors = style.cell_colors([r["cell"] for r in t["rows"].values()])
+        for row, unit, ylab in ((0, "steps", "training steps to the target"),
+                                (1, "seconds", "training seconds to the target")):
+            ax = axes[row][col]
+            names = list(t["rows"])
+            for i, v in enumerate(names):
+                r = t["rows"][v]
+                vals = np.asarray(r[unit], dtype=float)
+                c = colors[v]
+                jitter = np.linspace(-0.12, 0.12, len(vals)) if len(vals) > 1 else np.zeros(1)
+                for x, y, ok in zip(i + jitter, vals, r["reached"]):
+                    ax.plot(x, y, "o", ms=4, mfc=c if ok else "none", mec=c, alpha=0.9)
+                iv = derive.interval(vals)
+                ax.errorbar(i + 0.28, iv.mean, yerr=iv.half if iv.half is not None else None, fmt="_", color="black",
+                            ms=10, capsize=3, lw=1)
+            ax.set_xticks(np.arange(len(names)), [t["rows"][v]["cell"].short for v in names], rotation=35,
+                          ha="right", fontsize=6.5)
+            ax.set_ylim(bottom=0)
+            if col == 0:
+                ax.set_ylabel(ylab + " (lower is better)")
+            if row == 0:
+                ref = t["ref"].short
+                ax.set_title(f"{style.task_label(group)}: target = {100 * frac:.0f}% of {ref}'s best dev metric "
+                             f"(same seed)", fontsize=7.5)
+    fig.suptitle("Steps and training seconds to the target (points: seeds, hollow = not reached, drawn at "
+                 "budget + one eval interval / the whole training time; black: mean ± 95% t-interval)",
+                 fontsize=8, y=1.02)
     return style.save(fig, out / "figures", "steps_to_target")
 
 

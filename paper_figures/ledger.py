@@ -82,24 +82,41 @@ class Ledger:
         except ValueError:
             return p.as_posix()
 
-    def compute(self, op: str, args: Sequence[Sequence[str]], kwargs: dict | None = None) -> Any:
-        vals = [get_key(self.load(f), k) for f, k in args]
-        return derive.OPS[op](*vals, **(kwargs or {}))
+    def _arg(self, a: Any) -> Any:
+        """One argument of an operation: ``[file, key]`` gives that value, a list of such pairs
+        gives the list of their values (one per seed, say)."""
+        if len(a) == 2 and isinstance(a[0], str) and isinstance(a[1], str):
+            return get_key(self.load(a[0]), a[1])
+        return [self._arg(x) for x in a]
 
-    def num(self, file: str | Path, key: str, fmt: str = ".4g", op: str = "get", kwargs: dict | None = None,
-            more: Sequence[tuple[str | Path, str]] = ()) -> str:
-        """Marker for ``op(file[key], *more..., **kwargs)`` formatted with ``fmt``."""
-        args = [[self.rel(file), key]] + [[self.rel(f), k] for f, k in more]
+    def compute(self, op: str, args: Sequence[Any], kwargs: dict | None = None) -> Any:
+        return derive.OPS[op](*[self._arg(a) for a in args], **(kwargs or {}))
+
+    def _args(self, args: Sequence[Any]) -> list[Any]:
+        def norm(a):
+            if len(a) == 2 and isinstance(a[0], (str, Path)) and isinstance(a[1], str):
+                return [self.rel(a[0]), a[1]]
+            return [norm(x) for x in a]
+        return [norm(a) for a in args]
+
+    def calc(self, args: Sequence[Any], fmt: str = ".4g", op: str = "get", kwargs: dict | None = None) -> str:
+        """Marker for ``op(*args, **kwargs)`` formatted with ``fmt``; each argument is a
+        ``(file, key)`` pair or a list of pairs (see :meth:`_arg`)."""
+        args = self._args(args)
         value = self.compute(op, args, kwargs)
         self.entries.append({"op": op, "args": args, "kwargs": kwargs or {}, "fmt": fmt,
                              "text": fmt_value(value, fmt)})
         return f"\u27e6{len(self.entries) - 1}\u27e7"
 
-    def value(self, file: str | Path, key: str, op: str = "get", kwargs: dict | None = None,
-              more: Sequence[tuple[str | Path, str]] = ()) -> Any:
-        """The value itself (for decisions such as a claim's verdict; prints nothing)."""
-        args = [[self.rel(file), key]] + [[self.rel(f), k] for f, k in more]
-        return self.compute(op, args, kwargs)
+    def num(self, file: str | Path, key: str, fmt: str = ".4g", op: str = "get", kwargs: dict | None = None,
+            more: Sequence[tuple[str | Path, str]] = ()) -> str:
+        """Marker for ``op(file[key], *more..., **kwargs)`` formatted with ``fmt``."""
+        return self.calc([(file, key), *more], fmt, op, kwargs)
+
+    def value(self, args: Sequence[Any], op: str = "get", kwargs: dict | None = None) -> Any:
+        """The value itself, for the report's layout only (which rows exist); a printed verdict
+        is always a marker of its own (``calc(..., fmt="str", op="verdict_...")``)."""
+        return self.compute(op, self._args(args), kwargs)
 
     def substitute(self, skeleton: str) -> str:
         return MARK.sub(lambda m: self.entries[int(m.group(1))]["text"], skeleton)

@@ -50,6 +50,27 @@ def method_kw(method: str, **kw) -> dict:
     return out
 
 
+#: colours of the hybrid variants (increasing η_x: light to dark red)
+VARIANT_SHADES = ("#f4a582", "#e0533f", "#b2182b", "#67001f", "#3d0010")
+
+
+def cell_colors(cells) -> dict[str, str]:
+    """variant → colour: a method's own colour, the hybrid variants shades of red by rank of η_x."""
+    out = {c.variant: COLORS.get(c.method, "gray") for c in cells}
+    hyb = sorted((c for c in cells if c.method == "hybrid" and c.variant != c.method),
+                 key=lambda c: c.first.result.config["optimizer"].get("lr_x") or 0.0)
+    for k, c in enumerate(hyb):
+        out[c.variant] = VARIANT_SHADES[min(k, len(VARIANT_SHADES) - 1)]
+    return out
+
+
+def cell_kw(cell, colors: dict[str, str], **kw) -> dict:
+    """Line/marker keywords of a results cell (a method, or a variant of one)."""
+    out = method_kw(cell.method, label=cell.label, color=colors.get(cell.variant, COLORS.get(cell.method, "gray")))
+    out.update(kw)
+    return out
+
+
 def task_label(task: str) -> str:
     """'sst2' → 'SST-2'; a run group 'sst2@opt-1.3b' → 'SST-2 (opt-1.3b)'."""
     base, _, model = task.partition("@")

@@ -622,7 +622,8 @@ def _sweeps() -> dict:
                          instances=[_inst("A", dict(n=1, d_x=64, d_y=4, m=4, sigma_x=0.05), q=q) for q in (1, 2, 4, 8)])])
     quick = dict(p1=[dict(mode="scaling", instance=i, points=3, top_factor=5.0, cap=4000) for i in _laws(D_zo)]
                  + [cert(dict(D_cert, law="rademacher"), points=2, seeds=1)],
-                 p2=[], p3=[])
+                 # the full sweep's first three fixed-step runs, shortened: the P2 figure at the quick scale
+                 p2=[dict(spec, T=300) for spec in full["p2"][:3]], p3=[])
     return dict(quick=quick, full=full, certified=dict(p1=certified, p2=[], p3=[]))
 
 

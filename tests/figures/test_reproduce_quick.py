@@ -25,11 +25,11 @@ def test_reproduce_quick_end_to_end_then_redraw(tmp_path, capsys):
         assert f"]({p.relative_to(out).as_posix()})" in text, p.name
     assert ledger.verify(rep) == []
     assert "randomly initialised" in text
-    assert len(list((out / "runs").glob("*/*/result.json"))) == 11
+    assert len(list((out / "runs").glob("*/*/seed*/result.json"))) == 11
     printed = capsys.readouterr().out
     assert "Paper claims" in printed and str(rep.resolve()) in printed
 
-    before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*/result.json")}
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/*/seed*/result.json")}
     before[out / "simulation" / "simulation.json"] = (out / "simulation" / "simulation.json").stat().st_mtime_ns
     c0 = time.process_time()   # CPU time of this process: robust to a CI machine shared with other jobs
     assert cli(["reproduce", "--scale", "quick", "--out", str(out), "--no-progress"]) == 0
