@@ -62,7 +62,8 @@ def load_scale(name_or_path: str) -> dict[str, Any]:
     if not p.suffix:
         p = SCALES_DIR / f"{name_or_path}.json"
     if not p.is_file():
-        raise ValueError(f"unknown scale {name_or_path!r}: no preset {p} (valid: {', '.join(SCALES)})")
+        shown = f"benchmarks/configs/scales/{p.name}" if p.parent == SCALES_DIR else str(p)
+        raise ValueError(f"unknown scale {name_or_path!r}: no preset {shown} (valid: {', '.join(SCALES)})")
     scale = json.loads(p.read_text(encoding="utf-8"))
     sim = scale.get("simulator")
     if sim is not None and (bad := sorted(set(sim) - set(SIMULATOR_KEYS))):
@@ -296,7 +297,8 @@ def _check_folder(out: Path, scale: dict[str, Any]) -> str | None:
     if not existing.is_file():
         return None
     old = json.loads(existing.read_text(encoding="utf-8"))
-    same = {k: v for k, v in old.items() if k != "estimate"} == {k: v for k, v in scale.items() if k != "estimate"}
+    cosmetic = ("estimate", "description")   # change no result: an edited estimate or wording may resume
+    same = {k: v for k, v in old.items() if k not in cosmetic} == {k: v for k, v in scale.items() if k not in cosmetic}
     return None if same else (f"{out} holds results of another preset ({old.get('name')!r}, or an edited one); "
                               f"use another --out")
 

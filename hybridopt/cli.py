@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "summarize": ("hybridopt.benchmarks.cli", "summarize_main", "collect result.json files into a Markdown/CSV table"),
     "simulate": ("hybridopt.theory.sim_cli", "main", "run the reshuffling-SGD simulator against the O(1/eps^4) bound"),
     "reproduce": ("hybridopt.benchmarks.pipeline", "main", "run what is missing and draw every figure and table of the paper"),
+    "lr-scan": ("hybridopt.benchmarks.lr_scan", "main", "probe ZO learning rates with short runs; the largest stable one"),
     "bench": ("hybridopt.benchmarks.perf.cli", "main", "measure step time and memory of the five methods and a MeZO reference"),
 }
 

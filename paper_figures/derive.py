@@ -260,6 +260,14 @@ def identical_fraction(runs: Sequence[dict], others: Sequence[dict], key: str = 
     return sum(same) / len(same) if same else 0.0
 
 
+def diverged_count(runs: Sequence[dict], factor: float = 10.0) -> int:
+    """Seeds whose training loss diverged: some step's loss is not finite or exceeds ``factor``
+    times the first step's (the rule of ``hybridopt lr-scan``, :func:`benchmarks.lr_scan.diverged_at`)."""
+    from hybridopt.benchmarks.lr_scan import diverged_at
+
+    return sum(diverged_at([l for _, l in _run(r).train_loss_curve], factor) is not None for r in runs)
+
+
 # ---- verdicts -----------------------------------------------------------------------------------------
 
 def _num(v: float, fmt: str) -> str:
@@ -469,7 +477,7 @@ OPS = {
     "target_stat": target_stat, "paired_target_stat": paired_target_stat,
     "contribution_stat": contribution_stat, "zo_share_stat": zo_share_stat,
     "final_loss_stat": final_loss_stat, "paired_final_loss_stat": paired_final_loss_stat,
-    "identical_fraction": identical_fraction,
+    "identical_fraction": identical_fraction, "diverged_count": diverged_count,
     "verdict_paired": verdict_paired, "verdict_to_target": verdict_to_target, "verdict_zo_share": verdict_zo_share,
     "verdict_bound": verdict_bound, "verdict_slope": verdict_slope, "verdict_certified": verdict_certified,
     "verdict_less_memory": verdict_less_memory,

@@ -393,18 +393,22 @@ def section_paired(c: Context) -> list[str]:
                          c.paired_pm(a, b, "dev_metric.best", "+.1f", scale=100.0),
                          c.pm([_whole(a), _whole(b)], "paired_final_loss_stat", "+.4f", len(a)),
                          c.L.calc([_whole(a), _whole(b)], ".0%", op="identical_fraction"),
-                         c.L.calc([_whole(a), _whole(b)], ".0%", op="identical_fraction", kwargs={"key": "test_accuracy"})])
+                         c.L.calc([_whole(a), _whole(b)], ".0%", op="identical_fraction", kwargs={"key": "test_accuracy"}),
+                         c.L.calc([_whole(a)], "d", op="diverged_count")])
     if not rows:
         return []
     c.tables["paired"] = "\n".join(_table(
         ["task", "hybrid variant", "seeds", "Δ test acc. (points)", "Δ best dev acc. (points)",
-         "Δ final train loss (last ten steps)", "seeds with identical dev curves", "seeds with identical test acc."],
+         "Δ final train loss (last ten steps)", "seeds with identical dev curves", "seeds with identical test acc.",
+         "hybrid seeds diverged"],
         rows)) + "\n"
     d = ["## The ZO block's effect: hybrid − PEFT of the same seed", "",
          "The hybrid and first-order PEFT runs of one seed share the batches, the adapter initialisation and "
          "the probe directions, so their difference is the effect of the ZO updates of the base weights (direct, "
          "and through the adapter's trajectory). Mean over seeds ± half-width of the " + c.level()
-         + " Student-t interval of the per-seed differences:", "", c.tables["paired"]]
+         + " Student-t interval of the per-seed differences. A seed *diverged* when some step's training loss "
+           "exceeds ten times its first step's or is not finite (the rule of `hybridopt lr-scan`):", "",
+         c.tables["paired"]]
     return d + [c.img(f, f"paired {f.stem}") for f in c.png("paired_")]
 
 

@@ -98,7 +98,11 @@ def variant_labels(scale: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
     for g in (scale or {}).get("groups", []):
         for m in g.get("methods", []):
             if isinstance(m, dict):
-                out[m["name"]] = (m.get("label", m["name"]), m.get("short", m.get("label", m["name"])))
+                # an entry without a label (a method with its own settings) keeps the method's labels
+                reg = REGISTRY.get(m.get("method"))
+                lab = m.get("label", reg.label if reg and m["name"] == m.get("method") else m["name"])
+                short = m.get("short", reg.short if reg and "label" not in m and m["name"] == m.get("method") else lab)
+                out[m["name"]] = (lab, short)
     return out
 
 

@@ -1,7 +1,7 @@
 """Every bad input gets one clear line, exit code 2, no traceback and nothing written.
 
 The table in docs/BAD_INPUTS.md is generated from CASES (``hybridopt finetune``) and OTHER_CASES
-(``export``, ``summarize``, ``grid``) by running them (``HYBRIDOPT_WRITE_DOCS=1 pytest
+(``export``, ``summarize``, ``grid``, ``lr-scan``, ``reproduce``) by running them (``HYBRIDOPT_WRITE_DOCS=1 pytest
 tests/bench/test_bad_inputs.py``); a test fails if it is stale.  They run as on a CPU-only torch
 with an empty Hugging Face cache, so the messages are the same on every machine.
 """
@@ -18,6 +18,7 @@ import torch
 
 import hybridopt.llm
 
+from hybridopt.benchmarks import lr_scan, pipeline
 from hybridopt.benchmarks.cli import export_main, finetune_main, grid_main, summarize_main
 from hybridopt.io import CHECKED_MAGIC, RunLock, save_checked
 
@@ -229,8 +230,15 @@ OTHER_CASES = [
     ("grid", "negative value in a grid", ["--grid", "lr_x=-1e-3,1e-3"], "optimizer: lr_x must be a finite number > 0, got -0.001"),
     ("grid", "grid axis for a block the method lacks", ["--method", "fo-peft", "--grid", "mu=1e-3"], "method 'fo-peft' has no zeroth-order block; option(s) mu do not apply"),
     ("grid", "--out below an existing file", ["--grid", "lr_x=1e-3", "--out", "{tmp}/a_file/g"], "'{tmp}/a_file' is a file, not a directory"),
+    ("lr-scan", "--lr-x that is not a list of numbers", ["--lr-x", "1e-4,big"], "--lr-x '1e-4,big': comma-separated positive numbers expected"),
+    ("lr-scan", "--lr-x with a negative value", ["--lr-x", "1e-4,-1e-3"], "--lr-x '1e-4,-1e-3': comma-separated positive numbers expected"),
+    ("lr-scan", "--diverge-factor not above 1", ["--lr-x", "1e-4", "--diverge-factor", "1"], "--diverge-factor 1.0: a number above 1 expected"),
+    ("lr-scan", "a finetune option that is wrong", ["--lr-x", "1e-4", "--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
+    ("lr-scan", "a method without a ZO block", ["--lr-x", "1e-4", "--method", "fo-peft"], "method 'fo-peft' has no zeroth-order block; option(s) lr_x do not apply"),
+    ("reproduce", "unknown scale", ["--scale", "huge", "--out", "{tmp}/rep"], "unknown scale 'huge'"),
 ]
-MAINS = {"finetune": finetune_main, "export": export_main, "summarize": summarize_main, "grid": grid_main}
+MAINS = {"finetune": finetune_main, "export": export_main, "summarize": summarize_main, "grid": grid_main,
+         "lr-scan": lr_scan.main, "reproduce": pipeline.main}
 
 
 def _run(command, argv):
@@ -246,7 +254,7 @@ def _run(command, argv):
 def _argv(command, case_args, tmp):
     # argparse keeps the last occurrence of an option, so a case's options override BASE
     args = [a.replace("{tmp}", str(tmp)) for a in case_args]
-    if command not in ("finetune", "grid"):
+    if command not in ("finetune", "grid", "lr-scan"):
         return args
     return BASE + args + ([] if "--out" in args else ["--out", str(tmp / "run")])
 

@@ -37,8 +37,7 @@ def test_every_finetune_option_says_what_and_its_default():
             assert re.search(r"\(default|\(per method", action.help), (action.option_strings, action.help)
 
 
-@pytest.mark.parametrize("command", ["finetune", "export", "grid", "summarize", "theory", "reproduce", "bench",
-                                     "simulate"])
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
 def test_no_rest_markup_in_help(command):
     text = _help([command, "--help"])
     assert not re.search(r"``|:(func|class|mod|meth|data):`", text), text[:400]

@@ -286,3 +286,14 @@ def test_figure_modules_read_results_only():
         for banned in ("runner", "pipeline", "torch", "sim_cli", "simulator", "hybridopt.optimizer", "config"):
             assert not any(banned in l.split(" import ")[0] for l in imports), (f.name, banned)
     assert len(FIGURES) == len(set(FIGURES))
+
+
+def test_diverged_count_uses_the_lr_scan_rule():
+    calm = fake_result("sst2", "hybrid")
+    blown = fake_result("sst2", "hybrid", seed=1)
+    blown["train_loss_curve"][5][1] = 11 * blown["train_loss_curve"][0][1]
+    nan = fake_result("sst2", "hybrid", seed=2)
+    nan["train_loss_curve"][3][1] = float("nan")
+    assert derive.diverged_count([calm]) == 0
+    assert derive.diverged_count([calm, blown, nan]) == 2
+    assert derive.diverged_count([blown], factor=20.0) == 0
