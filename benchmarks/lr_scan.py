@@ -28,6 +28,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,17 +54,31 @@ def _values(text: str) -> list[float]:
     return vals
 
 
+class _Events:
+    """The events of a metrics.jsonl being written, read incrementally: each :meth:`read` parses
+    only the complete lines appended since the last one (a torn last line waits for its end)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.rows = path, 0, []
+
+    def read(self) -> list[dict[str, Any]]:
+        if self.path.is_file():
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+            done = chunk.rfind(b"\n") + 1
+            self.offset += done
+            for line in chunk[:done].decode("utf-8").splitlines():
+                try:
+                    self.rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+        return self.rows
+
+
 def _read_events(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of a metrics.jsonl being written (a torn last line is skipped)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return rows
+    """Every complete line of a metrics.jsonl."""
+    return _Events(path).read()
 
 
 def diverged_at(losses: list[float], factor: float) -> int | None:
@@ -139,21 +154,25 @@ def run_probe(v: float, rest: list[str], out: Path, factor: float, progress: boo
     if progress:
         print(f"lr-scan: lr_x={_fmt_lr(v)} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "hybridopt", *argv], stderr=subprocess.PIPE, text=True)
-    stopped = None
-    try:
-        while child.poll() is None:
-            time.sleep(POLL_S)
-            s = summarize_probe(_read_events(metrics), factor)
-            if s["diverged_at"] is not None and stopped is None:
-                stopped = s["diverged_at"]
-                child.send_signal(signal.SIGTERM)   # saves its checkpoint after the current step, exits
-        _, err = child.communicate()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        child.wait()
-        raise
-    s = summarize_probe(_read_events(metrics), factor)
+    events = _Events(metrics)
+    # the child's stderr goes to a file, not a pipe: a pipe nobody reads while polling can fill and block it
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as errf:
+        child = subprocess.Popen([sys.executable, "-m", "hybridopt", *argv], stderr=errf)
+        stopping = False
+        try:
+            while child.poll() is None:
+                time.sleep(POLL_S)
+                if not stopping and diverged_at([float(e["loss"]) for e in events.read()
+                                                 if e.get("event") == "step"], factor) is not None:
+                    stopping = True
+                    child.send_signal(signal.SIGTERM)   # saves its checkpoint after the current step, exits
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            child.wait()
+            raise
+        errf.seek(0)
+        err = errf.read()
+    s = summarize_probe(events.read(), factor)
     rc = child.returncode
     collapse = _collapse(run_dir)
     if s["diverged_at"] is not None:

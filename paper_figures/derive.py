@@ -195,12 +195,12 @@ def seconds_to_step(run: dict, step: float) -> float:
 
 def to_target(runs: Sequence[dict], refs: Sequence[dict], frac: float, unit: str = "steps") -> list[float]:
     """Per seed: steps (or training seconds) to the target of the same seed's reference."""
+    if len(runs) != len(refs):
+        raise ValueError(f"{len(runs)} runs against {len(refs)} reference runs")
     out = []
     for run, ref in zip(runs, refs):
         s, _ = run_to_target(run, ref, frac)
         out.append(s if unit == "steps" else seconds_to_step(run, s))
-    if len(runs) != len(refs):
-        raise ValueError(f"{len(runs)} runs against {len(refs)} reference runs")
     return out
 
 

@@ -98,11 +98,10 @@ def variant_labels(scale: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
     for g in (scale or {}).get("groups", []):
         for m in g.get("methods", []):
             if isinstance(m, dict):
-                # an entry without a label (a method with its own settings) keeps the method's labels
-                reg = REGISTRY.get(m.get("method"))
-                lab = m.get("label", reg.label if reg and m["name"] == m.get("method") else m["name"])
-                short = m.get("short", reg.short if reg and "label" not in m and m["name"] == m.get("method") else lab)
-                out[m["name"]] = (lab, short)
+                # an entry named as its method, without labels of its own, keeps the method's labels
+                reg = REGISTRY.get(m["name"]) if m["name"] == m.get("method") and "label" not in m else None
+                label = m.get("label", reg.label if reg else m["name"])
+                out[m["name"]] = (label, m.get("short", reg.short if reg else label))
     return out
 
 

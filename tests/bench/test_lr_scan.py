@@ -11,7 +11,8 @@ import pytest
 from hybridopt.benchmarks import lr_scan
 from hybridopt.cli import main as cli
 
-TINY = ["--model", "tiny-llama", "--task", "sst2", "--steps", "6", "--eval-every", "3", "--n-train", "16",
+# 60 steps of ~0.05 s: a diverged probe is stopped (polled every 0.5 s) long before its budget
+TINY = ["--model", "tiny-llama", "--task", "sst2", "--steps", "60", "--eval-every", "20", "--n-train", "16",
         "--n-dev", "8", "--n-test", "8", "--batch-size", "4", "--max-length", "64"]
 
 
@@ -28,10 +29,10 @@ def test_scan_tells_stable_diverged_and_collapsed_apart_and_a_rerun_reuses_them(
     out = tmp_path / "scan"
     assert cli(["lr-scan", "--lr-x", "1e-6,1e2,1e5", "--out", str(out), "--no-progress", *TINY]) == 0
     probes = {p["lr_x"]: p for p in json.loads((out / "scan.json").read_text())["probes"]}
-    assert probes[1e-6]["status"] == "stable" and probes[1e-6]["steps_run"] == 6
+    assert probes[1e-6]["status"] == "stable" and probes[1e-6]["steps_run"] == 60
     # lr_x = 100: the loss explodes at step 2 and the probe is stopped there, not run to its budget
     assert probes[100.0]["status"] == "diverged" and probes[100.0]["diverged_at"] == 2
-    assert probes[100.0]["steps_run"] < 6 and probes[100.0]["loss_max"] > 10 * probes[100.0]["loss_first"]
+    assert probes[100.0]["steps_run"] < 30 and probes[100.0]["loss_max"] > 10 * probes[100.0]["loss_first"]
     # lr_x = 1e5: the loss sits at log 2 (a uniform prediction) with zero gradients: collapsed
     assert probes[1e5]["status"] == "collapsed" and abs(probes[1e5]["loss_last5_mean"] - math.log(2)) < 1e-3
     printed = capsys.readouterr().out
