@@ -34,11 +34,14 @@ def draw(out: str | Path) -> list[Path]:
                 m, lo, hi = derive.band([derive.smooth(x[:, 1], w) for x in losses])
                 steps = losses[0][: len(m), 0]
                 ax_l.plot(steps, m, **{**kw, "marker": None, "lw": 1.5})
-                ax_l.fill_between(steps, lo, hi, color=col, alpha=0.18, lw=0)
+                # the t-band is clipped to the quantity's range (a loss is >= 0; with few seeds it can overshoot)
+                ax_l.fill_between(steps, np.maximum(lo, 0.0), hi, color=col, alpha=0.18, lw=0)
             devs = [np.asarray(r.result.dev_curve, dtype=float) for r in c.runs]
             m, lo, hi = derive.band([d[:, 1] for d in devs])
             steps = devs[0][: len(m), 0]
             ax_a.plot(steps, 100 * m, **{**kw, "ms": 3.5, "lw": 1.3})
+            if c.first.result.metric == "accuracy":
+                lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
             ax_a.fill_between(steps, 100 * lo, 100 * hi, color=col, alpha=0.15, lw=0)
         first = next(iter(variants.values())).first.result
         seeds = sorted({s for c in variants.values() for s in c.seeds})
