@@ -79,9 +79,10 @@ def draw(out: str | Path) -> list[Path]:
                 ref = t["ref"].short
                 ax.set_title(f"{style.task_label(group)}: target = {100 * frac:.0f}% of {ref}'s best dev metric "
                              f"(same seed)", fontsize=7.5)
-    fig.suptitle("Steps and training seconds to the target (points: seeds, hollow = not reached, drawn at "
-                 "budget + one eval interval / the whole training time; black: mean ± 95% t-interval)",
-                 fontsize=8, y=1.02)
+    # two lines: one task column is narrower than the sentence
+    fig.suptitle("Steps and training seconds to the target (points: seeds; black: mean ± 95% t-interval)\n"
+                 "hollow = not reached, drawn at budget + one eval interval / the whole training time",
+                 fontsize=8, y=1.03)
     return style.save(fig, out / "figures", "steps_to_target")
 
 
