@@ -108,22 +108,42 @@ class Directions:
         else:
             ctx.counters.drawn += n
 
+        def whole(task) -> bool:   # the task wants its block entire
+            b, start, stop, _ = task
+            return start <= b * B and min((b + 1) * B, numel) <= stop
+
         def work(worker: int, part: list) -> None:
             scratch = None
-            for b, start, stop, dest in part:
+            i = 0
+            while i < len(part):
+                b, start, stop, dest = part[i]
                 bs, be = b * B, min((b + 1) * B, numel)
+                if whole(part[i]):
+                    # a run of whole consecutive blocks into one destination: one fill_blocks call
+                    k = i + 1
+                    while (k < len(part) and part[k][3] is dest and part[k][1] == start
+                           and part[k][0] == part[k - 1][0] + 1 and whole(part[k])):
+                        k += 1
+                    seeds = [block_seed(self.seed, probe, j, t[0]) for t in part[i:k]]
+                    end = min((part[k - 1][0] + 1) * B, numel)
+                    law.fill_blocks(dest[bs - start:end - start], B,
+                                    lambda r: ctx.generator(worker, p.device, seeds[r]), ctx.tables)
+                    i = k
+                    continue
+                # a block cut by the range: draw it whole, keep the part asked for
                 lo, hi = max(bs, start), min(be, stop)
-                gen = ctx.generator(worker, p.device, block_seed(self.seed, probe, j, b))
-                if lo == bs and hi == be:
-                    law.fill(dest[lo - start:hi - start], gen, ctx.tables)
-                else:  # a block cut by the range: draw it whole, keep the part asked for
-                    if scratch is None:
-                        scratch = torch.empty(B, dtype=dest.dtype, device=dest.device)
-                    law.fill(scratch[:be - bs], gen, ctx.tables)
-                    dest[lo - start:hi - start].copy_(scratch[lo - bs:hi - bs])
+                if scratch is None:
+                    scratch = torch.empty(B, dtype=dest.dtype, device=dest.device)
+                law.fill(scratch[:be - bs], ctx.generator(worker, p.device, block_seed(self.seed, probe, j, b)),
+                         ctx.tables)
+                dest[lo - start:hi - start].copy_(scratch[lo - bs:hi - bs])
+                i += 1
 
         with ctx.phase("draw"):
-            ctx.map_workers(work, tasks, p.device)
+            if law.threaded_blocks:
+                ctx.map_workers(work, tasks, p.device)
+            else:
+                work(0, tasks)
 
     def chunk(self, probe: int, j: int, a: int, b: int, out: torch.Tensor) -> torch.Tensor:
         """Rows [a, b) of direction ``probe`` on tensor ``j``, written into ``out``."""
