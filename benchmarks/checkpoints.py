@@ -212,12 +212,17 @@ def rebuild_zo(out: Path, cfg, s, base: int, log: list[ho.ZOLogEntry], fresh: bo
         if changed:
             raise ConfigError(f"the model's weights differ from those the run in {str(out)!r} started from "
                               f"({len(changed)} of {len(params)} ZO tensors); use the same model files")
-    context = ho.SweepContext()
+    # The optimizer's own sweep context: its arena already holds the scratch buffers a sweep needs
+    # (a fresh context would allocate a second set on top of them: the selection's memory peak).
+    context = s.optimizer.context
+    saved = context.counters.save()
+    context.counters.take()
     try:
         new_state = ho.replay_zo_log(params, log, cfg.hybrid_config(), context=context, state=state)
         written = context.counters.written
     finally:
-        context.close()
+        context.counters.restore(saved)
+        context.close()   # stops the draw threads only (restarted on demand); the arena stays
     for dst, src in zip(s.optimizer.rule_state, new_state):
         dst.copy_(src)
     numel = max(1, sum(p.numel() for p in params))

@@ -81,7 +81,10 @@ def _finetune_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-dev", type=int, metavar="N", help=f"use the first N dev examples (default: {d['n_dev']})")
     p.add_argument("--n-test", type=int, metavar="N", help="use the first N test examples (default: all)")
     p.add_argument("--max-length", type=int, metavar="T",
-                   help=f"longest sequence in tokens; longer contexts are cut from the left (default: {d['max_length']})")
+                   help=f"longest sequence in tokens; a longer prompt is an error unless --truncate-prompts "
+                        f"(default: {d['max_length']})")
+    p.add_argument("--truncate-prompts", action="store_true", default=None,
+                   help="cut prompts longer than --max-length from the left, with a warning (default: an error)")
     p.add_argument("--seed", type=int,
                    help=f"seed of the reshuffling, the adapter's initialisation and the ZO directions (default: {d['seed']})")
     p.add_argument("--dtype", help=f"float32, bfloat16 or float16 (default: {d['dtype']})")
@@ -136,7 +139,8 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {"model": a.model, "steps": a.steps, "batch_size": a.batch_size,
                          "eval_every": a.eval_every, "eval_batch_size": a.eval_batch_size,
                          "n_train": a.n_train, "n_dev": a.n_dev, "n_test": a.n_test,
-                         "max_length": a.max_length, "seed": a.seed, "dtype": a.dtype, "device": a.device,
+                         "max_length": a.max_length, "truncate_prompts": a.truncate_prompts, "seed": a.seed,
+                         "dtype": a.dtype, "device": a.device,
                          "data_dir": a.data_dir, "checkpoint_every": a.checkpoint_every}
     peft: dict[str, Any] = {}
     if a.peft is not None:

@@ -46,6 +46,8 @@ class FinetuneConfig:
     n_dev: int | None = 200
     n_test: int | None = None
     max_length: int = 160
+    #: cut prompts longer than ``max_length`` from the left (else such a prompt is a configuration error)
+    truncate_prompts: bool = False
     checkpoint_every: int = 0
     seed: int = 0
     data_dir: str | None = None
@@ -151,6 +153,8 @@ def validate(cfg: FinetuneConfig) -> FinetuneConfig:
     _int("n_dev", cfg.n_dev, 1, allow_none=True)
     _int("n_test", cfg.n_test, 1, allow_none=True)
     _int("max_length", cfg.max_length, 8)
+    if not isinstance(cfg.truncate_prompts, bool):
+        raise ConfigError(f"truncate_prompts must be true or false, got {cfg.truncate_prompts!r}")
     _int("checkpoint_every", cfg.checkpoint_every, 0)
     _int("seed", cfg.seed, 0)
     if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():

@@ -171,10 +171,11 @@ SPLITS = ("train", "dev", "test")
 
 
 def encode_splits(cfg: FinetuneConfig, tok, examples: dict[str, list], warn=None) -> tuple:
-    """Tokenise the three splits for ``cfg.max_length``.  A split most of whose prompts would lose
-    more than three quarters of their tokens is an error (:class:`ConfigError`: little is left of them but
-    their ends); prompts that are cut
-    (from the left) get one ``warn`` line saying how many and what length keeps them whole."""
+    """Tokenise the three splits for ``cfg.max_length``.  A prompt (context + longest candidate) longer
+    than ``max_length`` is an error (:class:`ConfigError`, one line: how many, and the length that fits
+    them all) unless ``cfg.truncate_prompts``; then such prompts are cut from the left with one ``warn``
+    line saying how many, and a split most of whose prompts would lose more than three quarters of their
+    tokens is still an error (little would be left of them but their ends)."""
     from .scoring import encode_split
 
     whole = {k: encode_split(tok, examples[k]) for k in SPLITS}
@@ -182,6 +183,10 @@ def encode_splits(cfg: FinetuneConfig, tok, examples: dict[str, list], warn=None
     for k, enc in whole.items():
         lengths = [max(len(c) + len(t) for c, t in zip(cs, ts)) for cs, ts in zip(enc.contexts, enc.continuations)]
         n = sum(x > L for x in lengths)
+        if n and not cfg.truncate_prompts:
+            raise ConfigError(f"{n} of {len(lengths)} {k} prompts do not fit max_length={L} (the longest needs "
+                              f"{max(lengths)} tokens); raise --max-length to {max(lengths)} or pass "
+                              f"--truncate-prompts to cut them from the left")
         if lengths and statistics.median(lengths) > 4 * L:
             raise ConfigError(f"max_length={L} keeps less than a quarter of most {k} prompts (median "
                               f"{statistics.median(lengths):g} tokens, longest {max(lengths)}); raise "

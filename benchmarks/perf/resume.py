@@ -2,8 +2,9 @@
 
     python -m hybridopt.benchmarks.perf.resume --out docs/results/reliability      # smollm2-135m, CPU, minutes
     python -m hybridopt.benchmarks.perf.resume --quick --out /tmp/resume            # tiny-llama, seconds (tests)
+    python -m hybridopt.benchmarks.perf.resume --selection-only --out DIR           # the selection memory alone
 
-Writes ``OUT/resume.json`` (and prints it).
+Writes ``OUT/resume.json`` (``OUT/selection.json`` with ``--selection-only``) and prints it.
 
 **Resume at step T** (T = 10, 100, 1000 and the worst case 1099 for the default snapshot interval
 K = 100): a run directory is made at step T without training — snapshot 0 (references to the
@@ -69,7 +70,7 @@ class _Sampler(threading.Thread):
 
 def _cfg(model: str, method: str, **kw):
     from hybridopt.benchmarks.config import build_config
-    base = {"model": model, "batch_size": 1, "max_length": 48, "n_train": 16, "n_dev": 4, "n_test": 4,
+    base = {"model": model, "batch_size": 1, "max_length": 48, "truncate_prompts": True, "n_train": 16, "n_dev": 4, "n_test": 4,
             "eval_every": 1}
     return build_config("sst2", method, None, {**base, **kw})
 
@@ -206,12 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="resume_out", help="output directory (resume.json)")
     p.add_argument("--max-full-replay", type=int, default=100,
                    help="measure the previous scheme's full replay up to this step, extrapolate above (default 100)")
+    p.add_argument("--selection-only", action="store_true",
+                   help="measure only the selection memory (about a minute); writes OUT/selection.json")
     a = p.parse_args(argv)
     model = a.model or ("tiny-llama" if a.quick else "smollm2-135m")
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="hybridopt-resume-") as tmp:
         sel = selection_memory(model, Path(tmp) / "selection")
-        rows = resume_times(model, Path(tmp) / "resume", max_full_replay=a.max_full_replay)
+        rows = None if a.selection_only else resume_times(model, Path(tmp) / "resume",
+                                                          max_full_replay=a.max_full_replay)
     import hybridopt as ho
     from hybridopt.benchmarks.checkpoints import Policy
     res = {"command": "python -m hybridopt.benchmarks.perf.resume " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -223,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from hybridopt.io import write_json
-    write_json(out / "resume.json", res)
+    if a.selection_only:
+        res.pop("resume")
+    write_json(out / ("selection.json" if a.selection_only else "resume.json"), res)
     print(json.dumps(res, indent=1))
     return 0
 

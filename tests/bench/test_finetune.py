@@ -15,7 +15,7 @@ from hybridopt.benchmarks import runner
 from hybridopt.benchmarks.config import ConfigError, build_config
 
 TINY = {"model": "tiny-llama", "steps": 6, "batch_size": 4, "eval_every": 2, "n_train": 16, "n_dev": 8,
-        "n_test": 8, "max_length": 64}
+        "n_test": 8, "max_length": 64, "truncate_prompts": True}
 TIMING_KEYS = {"seconds_per_step", "peak_memory_bytes", "tokens_per_second", "timing", "machine", "git_commit",
                "step_seconds", "reliability"}
 
@@ -143,7 +143,7 @@ def _cli(args, **kw):
 def _tiny_args(out, steps=16):
     return ["--task", "sst2", "--method", "hybrid", "--model", "tiny-llama", "--steps", str(steps),
             "--batch-size", "4", "--eval-every", "10", "--n-train", "16", "--n-dev", "8", "--n-test", "8",
-            "--max-length", "64", "--lr-x", "1e-3", "--lr-y", "1e-2", "--checkpoint-every", "2",
+            "--max-length", "64", "--truncate-prompts", "--lr-x", "1e-3", "--lr-y", "1e-2", "--checkpoint-every", "2",
             "--out", str(out), "--no-progress"]
 
 

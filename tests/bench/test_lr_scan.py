@@ -13,7 +13,7 @@ from hybridopt.cli import main as cli
 
 # 60 steps of ~0.05 s: a diverged probe is stopped (polled every 0.5 s) long before its budget
 TINY = ["--model", "tiny-llama", "--task", "sst2", "--steps", "60", "--eval-every", "20", "--n-train", "16",
-        "--n-dev", "8", "--n-test", "8", "--batch-size", "4", "--max-length", "64"]
+        "--n-dev", "8", "--n-test", "8", "--batch-size", "4", "--max-length", "64", "--truncate-prompts"]
 
 
 def test_diverged_at_is_the_first_step_above_the_factor_or_not_finite():
