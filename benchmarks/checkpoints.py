@@ -270,7 +270,8 @@ def choose_checkpoint(out: Path, cfg, warn: Callable[[str], None]) -> dict[str, 
             if fmt not in (2, CHECKPOINT_FORMAT):
                 raise DamagedFileError(f"{path}: unknown checkpoint format {fmt!r}")
             if chosen is None and state["config"] != cfg.to_dict():
-                diff = sorted(k for k in state["config"] if state["config"][k] != cfg.to_dict().get(k))
+                mine = cfg.to_dict()   # both ways: an option added since the checkpoint was written counts
+                diff = sorted(k for k in set(state["config"]) | set(mine) if state["config"].get(k) != mine.get(k))
                 raise ConfigError(f"--resume with a different configuration than the checkpoint's (differs in: "
                                   f"{', '.join(diff)})")
             _check_snapshots(out, state)

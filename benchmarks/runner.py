@@ -33,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from hybridopt.io import LockedError, RunLock, _jsonable, write_json, write_prob
 
 from .checkpoints import (CHECKPOINT, CHECKPOINT_FORMAT, PREVIOUS, SELECTED, SNAPSHOTS, Keeper, Policy,  # noqa: F401
                           choose_checkpoint, has_checkpoint, read_selected, write_selected)
+from . import schema
 from .config import ConfigError, FinetuneConfig, check_device
 
 RESULT = "result.json"
@@ -84,18 +85,15 @@ class Setup:
 
 @dataclass
 class History:
+    """What a run has recorded so far (checkpointed with it).  The per-step stationarity proxies and
+    predicted changes are the result schema's own records, filled step by step."""
+
     losses: list[float] = field(default_factory=list)
-    epochs: list[int] = field(default_factory=list)
-    fo_grad_sq: list[float] = field(default_factory=list)
-    zo_grad_sq_est: list[float] = field(default_factory=list)
-    zo_curvature: list[float] = field(default_factory=list)
+    stationarity: schema.Stationarity = field(default_factory=schema.Stationarity)
+    changes: schema.Changes = field(default_factory=schema.Changes)
     zo_passes: list[float] = field(default_factory=list)
     zo_draws: list[float] = field(default_factory=list)
     zo_writes: list[float] = field(default_factory=list)
-    # per-step predicted change of f_B by block (schema.Changes): ZO first/second order, FO first order
-    zo_change: list[float] = field(default_factory=list)
-    zo_change_quad: list[float] = field(default_factory=list)
-    fo_change: list[float] = field(default_factory=list)
     zo_evals: int = 0
     fo_grads: int = 0
     dev_curve: list[list[float]] = field(default_factory=list)
@@ -112,8 +110,27 @@ class History:
     flat_steps: int = 0
     collapse: dict[str, Any] | None = None
 
+    #: flat keys of checkpoints written before the history held the schema's records
+    _FLAT = {"epochs": ("stationarity", "epoch"), "fo_grad_sq": ("stationarity", "fo_grad_sq"),
+             "zo_grad_sq_est": ("stationarity", "zo_grad_sq_est"), "zo_curvature": ("stationarity", "zo_curvature"),
+             "zo_change": ("changes", "zo_first"), "zo_change_quad": ("changes", "zo_second"),
+             "fo_change": ("changes", "fo_first")}
+
     def state(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d["stationarity"], d["changes"] = asdict(self.stationarity), asdict(self.changes)
+        return d
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "History":
+        """The inverse of :meth:`state` (also reads the flat lists of older checkpoints)."""
+        d = dict(state)
+        nested = {"stationarity": dict(d.pop("stationarity", {})), "changes": dict(d.pop("changes", {}))}
+        for old, (group, key) in cls._FLAT.items():
+            if old in d:
+                nested[group][key] = d.pop(old)
+        return cls(**d, stationarity=schema.Stationarity(**nested["stationarity"]),
+                   changes=schema.Changes(**nested["changes"]))
 
 
 # ---- building ---------------------------------------------------------------------------------
@@ -443,7 +460,7 @@ def _run(cfg: FinetuneConfig, out: Path, resume: bool, overwrite: bool, progress
     keeper = Keeper(out, cfg, s, policy, lead, warn)
     hist = History()
     if resume:
-        hist.__dict__.update(keeper.resume(prep.chosen))
+        hist = History.from_state(keeper.resume(prep.chosen))
     else:
         keeper.start()
         if not task.higher_is_better:
@@ -496,7 +513,8 @@ def _run(cfg: FinetuneConfig, out: Path, resume: bool, overwrite: bool, progress
                     f"non-finite training loss or weights at step {step}; stopped. The last good checkpoint "
                     f"(if any) is kept in {out / CHECKPOINT}; lower the learning rates or mu")
             hist.losses.append(loss)
-            hist.epochs.append(s.sampler.batch_epoch)
+            st = hist.stationarity
+            st.epoch.append(s.sampler.batch_epoch)
             hist.zo_passes.append(stats.zo_passes)
             hist.zo_draws.append(stats.zo_draws)
             hist.zo_writes.append(stats.zo_writes)
@@ -504,16 +522,16 @@ def _run(cfg: FinetuneConfig, out: Path, resume: bool, overwrite: bool, progress
             hist.fo_grads += stats.fo_grads
             hist.train_tokens += s.problem.loss_fn.encoded.subset(batch).num_tokens()
             if stats.fo_grad_sq is not None:
-                hist.fo_grad_sq.append(float(stats.fo_grad_sq))
+                st.fo_grad_sq.append(float(stats.fo_grad_sq))
             if stats.projected is not None:
-                hist.zo_grad_sq_est.append(float(stats.projected.pow(2).mean()))
+                st.zo_grad_sq_est.append(float(stats.projected.pow(2).mean()))
             if stats.curvature is not None:
-                hist.zo_curvature.append(float(stats.curvature.mean()))
-            _record_changes(hist, stats)
+                st.zo_curvature.append(float(stats.curvature.mean()))
+            _record_changes(hist.changes, stats)
             metrics.write(event="step", step=step, epoch=s.sampler.batch_epoch, loss=loss, lr_x=stats.lr_x,
                           lr_y=stats.lr_y, seconds=hist.step_seconds[-1],
-                          fo_grad_sq=hist.fo_grad_sq[-1] if stats.fo_grad_sq is not None else None,
-                          zo_grad_sq_est=hist.zo_grad_sq_est[-1] if stats.projected is not None else None)
+                          fo_grad_sq=st.fo_grad_sq[-1] if stats.fo_grad_sq is not None else None,
+                          zo_grad_sq_est=st.zo_grad_sq_est[-1] if stats.projected is not None else None)
             _watch_collapse(hist, stats, uniform, step, warn)
             keeper.after_step(step)   # a ZO snapshot when one is due, before this step's evaluation
             if evaluating:
@@ -678,16 +696,16 @@ def _sweep_counts(hist: History) -> dict[str, float]:
             "zo_weight_passes_per_step": med(hist.zo_passes)}
 
 
-def _record_changes(hist: History, stats: ho.StepStats) -> None:
+def _record_changes(changes: schema.Changes, stats: ho.StepStats) -> None:
     """The step's predicted change of f_B by block (:class:`benchmarks.schema.Changes`)."""
     if stats.zo_change is not None:
-        hist.zo_change.append(float(stats.zo_change))
+        changes.zo_first.append(float(stats.zo_change))
         if stats.curvature is not None:   # quadratic model along each direction, from the step's own probes
             g2c = (stats.projected.double().pow(2) * stats.curvature.double()).sum()
             q = stats.projected.shape[0]
-            hist.zo_change_quad.append(float(stats.zo_change) + 0.5 * (stats.lr_x / q) ** 2 * float(g2c))
+            changes.zo_second.append(float(stats.zo_change) + 0.5 * (stats.lr_x / q) ** 2 * float(g2c))
     if stats.fo_change is not None:
-        hist.fo_change.append(float(stats.fo_change))
+        changes.fo_first.append(float(stats.fo_change))
 
 
 def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall: float) -> dict[str, Any]:
@@ -695,19 +713,17 @@ def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall:
     import peft
     import transformers
 
-    from . import schema as S
-
     sps = statistics.median(hist.step_seconds) if hist.step_seconds else None
     train_time = sum(hist.step_seconds)
     task = cfg.load_task()
     acc = task.metric == "accuracy"
     hc = cfg.hybrid_config()
     zo_dim = sum(p.numel() for p in s.problem.zo_params)
-    return S.RunResult(
+    return schema.RunResult(
         task=task.name, method=cfg.method, model=cfg.model, steps=cfg.steps, metric=task.metric,
-        dev_metric=S.DevMetric(task.metric, hist.best_acc, hist.best_step, task.higher_is_better),
+        dev_metric=schema.DevMetric(task.metric, hist.best_acc, hist.best_step, task.higher_is_better),
         test_metric=test_acc,
-        dev_accuracy=S.BestAccuracy(hist.best_acc, hist.best_step) if acc else None,
+        dev_accuracy=schema.BestAccuracy(hist.best_acc, hist.best_step) if acc else None,
         test_accuracy=test_acc if acc else None,
         zero_shot_dev_accuracy=(hist.dev_curve[0][1] if hist.dev_curve else None) if acc else None,
         train_loss_curve=[[i + 1, l] for i, l in enumerate(hist.losses)],
@@ -716,19 +732,18 @@ def _result(cfg: FinetuneConfig, s: Setup, hist: History, test_acc: float, wall:
         step_seconds=list(hist.step_seconds),
         peak_memory_bytes=_peak_memory_bytes(cfg.device),
         tokens_per_second=hist.train_tokens / train_time if train_time > 0 else None,
-        stationarity=S.Stationarity(hist.epochs, hist.fo_grad_sq, hist.zo_grad_sq_est, hist.zo_curvature,
-                                    zo_dim, hc.mu),
-        changes=S.Changes(hist.zo_change, hist.zo_change_quad, hist.fo_change),
-        oracle_calls=S.OracleCalls(hist.zo_evals, hist.fo_grads, **_sweep_counts(hist)),
-        sizes=S.Sizes(len(s.train), len(s.dev), len(s.test), s.sampler.steps_per_epoch, zo_dim,
+        stationarity=replace(hist.stationarity, zo_dim=zo_dim, mu=hc.mu),
+        changes=hist.changes,
+        oracle_calls=schema.OracleCalls(hist.zo_evals, hist.fo_grads, **_sweep_counts(hist)),
+        sizes=schema.Sizes(len(s.train), len(s.dev), len(s.test), s.sampler.steps_per_epoch, zo_dim,
                       sum(p.numel() for p in s.problem.fo_params)),
         communication=_communication(s),
-        seeds=S.Seeds(cfg.seed, cfg.seed, hc.seed, cfg.seed),
-        timing=S.Timing(wall, train_time, hist.eval_seconds),
+        seeds=schema.Seeds(cfg.seed, cfg.seed, hc.seed, cfg.seed),
+        timing=schema.Timing(wall, train_time, hist.eval_seconds),
         config={**cfg.to_dict(), "optimizer": hc.to_dict()},
         git_commit=_git_commit(),
         versions={"torch": torch.__version__, "transformers": transformers.__version__,
                   "peft": peft.__version__, "hybridopt": ho.__version__},
-        machine=S.Machine(platform.platform(), platform.machine(), torch.get_num_threads(),
+        machine=schema.Machine(platform.platform(), platform.machine(), torch.get_num_threads(),
                           cfg.device if not cfg.device.startswith("cuda") else torch.cuda.get_device_name()),
     ).to_dict()

@@ -378,6 +378,23 @@ def test_grid_whose_winner_is_step_0_is_flagged(tmp_path, monkeypatch, capsys):
 
 # ---- the file formats -------------------------------------------------------------------------------
 
+def test_history_state_round_trips_and_reads_older_flat_checkpoints():
+    """A checkpoint's history is the result schema's own records (one place for the per-step lists);
+    the flat lists of checkpoints written before that are read into them."""
+    h = runner.History(losses=[1.0, 0.5], best_acc=0.7, best_step=2)
+    h.stationarity.epoch += [0, 0]
+    h.stationarity.fo_grad_sq += [4.0, 3.0]
+    h.changes.zo_first += [-0.1, -0.2]
+    h.changes.fo_first += [-1.0, -0.5]
+    back = runner.History.from_state(h.state())
+    assert back == h and back.state() == h.state()
+    flat = {k: v for k, v in h.state().items() if k not in ("stationarity", "changes")}
+    flat.update(epochs=[0, 0], fo_grad_sq=[4.0, 3.0], zo_grad_sq_est=[], zo_curvature=[], zo_change=[-0.1, -0.2],
+                zo_change_quad=[], fo_change=[-1.0, -0.5])
+    old = runner.History.from_state(flat)
+    assert old.stationarity == h.stationarity and old.changes == h.changes and old == h
+
+
 def test_checksummed_files_detect_damage(tmp_path):
     p = tmp_path / "c.pt"
     hio.save_checked(p, {"a": torch.arange(5)})
