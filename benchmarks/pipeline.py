@@ -297,10 +297,18 @@ def _check_folder(out: Path, scale: dict[str, Any]) -> str | None:
     if not existing.is_file():
         return None
     old = json.loads(existing.read_text(encoding="utf-8"))
-    cosmetic = ("estimate", "description")   # change no result: an edited estimate or wording may resume
-    same = {k: v for k, v in old.items() if k not in cosmetic} == {k: v for k, v in scale.items() if k not in cosmetic}
-    return None if same else (f"{out} holds results of another preset ({old.get('name')!r}, or an edited one); "
-                              f"use another --out")
+    return None if continues(old, scale) else (f"{out} holds results of another preset ({old.get('name')!r}, or an "
+                                               f"edited one); use another --out")
+
+
+def continues(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether preset ``new`` may continue a folder made by ``old``: the same preset up to wording and
+    estimates (which change no result), or the same with groups (tasks) appended after the old ones
+    (every run present stays a run of the new plan, and the new groups' runs are added)."""
+    skip = ("estimate", "description", "groups")
+    rest = {k: v for k, v in old.items() if k not in skip} == {k: v for k, v in new.items() if k not in skip}
+    old_groups, new_groups = old.get("groups", []), new.get("groups", [])
+    return rest and new_groups[:len(old_groups)] == old_groups
 
 
 def main(argv: list[str] | None = None) -> int:

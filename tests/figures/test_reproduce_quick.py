@@ -46,3 +46,17 @@ def test_reproduce_refuses_another_preset_in_the_same_folder(tmp_path):
     write_json(tmp_path / "scale.json", {"name": "default"})
     assert cli(["reproduce", "--scale", "quick", "--out", str(tmp_path)]) == 2
     assert cli(["reproduce", "--scale", "nope", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_preset_may_continue_a_folder_only_unchanged_or_with_groups_appended():
+    """Edited wording or estimates and appended tasks keep a folder's runs valid; anything else does not."""
+    from hybridopt.benchmarks.pipeline import continues, load_scale
+
+    old = load_scale("study")
+    g = old["groups"][0]
+    assert continues(old, dict(old, description="reworded", estimate={}))
+    assert continues(old, dict(old, groups=old["groups"] + [dict(g, task="wsc")]))
+    assert not continues(old, dict(old, groups=[dict(g, task="wsc")] + old["groups"]))      # reordered
+    assert not continues(old, dict(old, groups=[dict(g, steps=80)]))                          # edited group
+    assert not continues(old, dict(old, groups=[]))                                           # removed
+    assert not continues(old, dict(old, seeds=[0, 1]))
