@@ -214,14 +214,14 @@ def rebuild_zo(out: Path, cfg, s, base: int, log: list[ho.ZOLogEntry], fresh: bo
                               f"({len(changed)} of {len(params)} ZO tensors); use the same model files")
     # The optimizer's own sweep context: its arena already holds the scratch buffers a sweep needs
     # (a fresh context would allocate a second set on top of them: the selection's memory peak).
+    # (Its counters are taken afresh at the start of every optimizer step, so the replay's own count is a
+    # difference.)
     context = s.optimizer.context
-    saved = context.counters.save()
-    context.counters.take()
+    written0 = context.counters.written
     try:
         new_state = ho.replay_zo_log(params, log, cfg.hybrid_config(), context=context, state=state)
-        written = context.counters.written
+        written = context.counters.written - written0
     finally:
-        context.counters.restore(saved)
         context.close()   # stops the draw threads only (restarted on demand); the arena stays
     for dst, src in zip(s.optimizer.rule_state, new_state):
         dst.copy_(src)

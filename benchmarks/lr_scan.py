@@ -35,6 +35,9 @@ from typing import Any
 
 from hybridopt.io import write_json
 
+from .schema import DIVERGE_FACTOR, SchemaError, diverged_at
+from .schema import load as load_result
+
 #: seconds between two reads of a probe's metrics.jsonl
 POLL_S = 0.5
 
@@ -81,16 +84,6 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     return _Events(path).read()
 
 
-def diverged_at(losses: list[float], factor: float) -> int | None:
-    """The first step (1-based) whose loss is not finite or exceeds ``factor`` × the first step's."""
-    if not losses:
-        return None
-    for t, v in enumerate(losses, start=1):
-        if not math.isfinite(v) or v > factor * losses[0]:
-            return t
-    return None
-
-
 def summarize_probe(events: list[dict[str, Any]], factor: float) -> dict[str, Any]:
     losses = [float(e["loss"]) for e in events if e.get("event") == "step"]
     dev = [[e["step"], e["value"]] for e in events if e.get("event") == "eval" and e.get("split") == "dev"]
@@ -105,8 +98,8 @@ def _collapse(run_dir: Path) -> int | None:
     """The step where the finished run's collapse detector fired (the uniform-prediction loss with
     zero gradients, ``result.json`` ``reliability.collapse``), else None."""
     try:
-        c = (json.loads((run_dir / "result.json").read_text(encoding="utf-8")).get("reliability") or {}).get("collapse")
-    except (OSError, json.JSONDecodeError):
+        c = (load_result(run_dir / "result.json").reliability or {}).get("collapse")
+    except SchemaError:   # no (complete) result: the probe did not finish
         return None
     return int(c["step"]) if c else None
 
@@ -210,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 epilog="Every other option is passed to `hybridopt finetune` (default --method hybrid).")
     p.add_argument("--lr-x", type=_values, required=True, metavar="V1,V2,...", help="ZO learning rates to probe")
     p.add_argument("--out", required=True, help="scan folder: DIR/lrx<v>/ per probe, DIR/scan.json")
-    p.add_argument("--diverge-factor", type=float, default=10.0,
-                   help="diverged: a step's loss above this many times the first step's (default 10)")
+    p.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
+                   help=f"diverged: a step's loss above this many times the first step's (default {DIVERGE_FACTOR:g})")
     p.add_argument("--no-progress", action="store_true")
     a, rest = p.parse_known_args(argv)
     if not (math.isfinite(a.diverge_factor) and a.diverge_factor > 1):

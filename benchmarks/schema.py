@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,19 @@ class RunResult:
 _NESTED = {"dev_metric": DevMetric, "dev_accuracy": BestAccuracy, "stationarity": Stationarity,
            "oracle_calls": OracleCalls, "sizes": Sizes, "seeds": Seeds, "timing": Timing, "machine": Machine,
            "changes": Changes}
+
+
+#: a run *diverged* when some step's training loss exceeds this many times its first step's (or is not finite)
+DIVERGE_FACTOR = 10.0
+
+
+def diverged_at(losses: list[float], factor: float = DIVERGE_FACTOR) -> int | None:
+    """The first step (1-based) whose loss is not finite or exceeds ``factor`` × the first step's; None if
+    none (used by ``hybridopt lr-scan`` to stop a probe and by the report to count diverged seeds)."""
+    for t, v in enumerate(losses, start=1):
+        if not math.isfinite(v) or v > factor * losses[0]:
+            return t
+    return None
 
 
 def _build(cls, d: dict[str, Any], where: str):

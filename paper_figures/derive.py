@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hybridopt.benchmarks.schema import RunResult
+from hybridopt.benchmarks.schema import DIVERGE_FACTOR, RunResult, diverged_at
 
 LEVEL = 0.95
 SUPPORTED = "supported"
@@ -260,11 +260,8 @@ def identical_fraction(runs: Sequence[dict], others: Sequence[dict], key: str = 
     return sum(same) / len(same) if same else 0.0
 
 
-def diverged_count(runs: Sequence[dict], factor: float = 10.0) -> int:
-    """Seeds whose training loss diverged: some step's loss is not finite or exceeds ``factor``
-    times the first step's (the rule of ``hybridopt lr-scan``, :func:`benchmarks.lr_scan.diverged_at`)."""
-    from hybridopt.benchmarks.lr_scan import diverged_at
-
+def diverged_count(runs: Sequence[dict], factor: float = DIVERGE_FACTOR) -> int:
+    """Seeds whose training loss diverged (:func:`benchmarks.schema.diverged_at`, the rule of ``hybridopt lr-scan``)."""
     return sum(diverged_at([l for _, l in _run(r).train_loss_curve], factor) is not None for r in runs)
 
 

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from hybridopt.benchmarks import lr_scan
 from hybridopt.cli import main as cli
 
 # 60 steps of ~0.05 s: a diverged probe is stopped (polled every 0.5 s) long before its budget
@@ -17,12 +16,14 @@ TINY = ["--model", "tiny-llama", "--task", "sst2", "--steps", "60", "--eval-ever
 
 
 def test_diverged_at_is_the_first_step_above_the_factor_or_not_finite():
-    assert lr_scan.diverged_at([1.0, 2.0, 9.9, 3.0], 10.0) is None
-    assert lr_scan.diverged_at([1.0, 2.0, 10.5, 3.0], 10.0) == 3
-    assert lr_scan.diverged_at([1.0, 2.0, 10.5], 20.0) is None
-    assert lr_scan.diverged_at([1.0, math.nan], 10.0) == 2
-    assert lr_scan.diverged_at([1.0, math.inf], 1e300) == 2
-    assert lr_scan.diverged_at([], 10.0) is None
+    from hybridopt.benchmarks.schema import DIVERGE_FACTOR, diverged_at
+    assert DIVERGE_FACTOR == 10.0 and diverged_at([1.0, 10.5]) == 2      # the default rule: ten times
+    assert diverged_at([1.0, 2.0, 9.9, 3.0], 10.0) is None
+    assert diverged_at([1.0, 2.0, 10.5, 3.0], 10.0) == 3
+    assert diverged_at([1.0, 2.0, 10.5], 20.0) is None
+    assert diverged_at([1.0, math.nan], 10.0) == 2
+    assert diverged_at([1.0, math.inf], 1e300) == 2
+    assert diverged_at([], 10.0) is None
 
 
 def test_scan_tells_stable_diverged_and_collapsed_apart_and_a_rerun_reuses_them(tmp_path, capsys):
