@@ -46,10 +46,8 @@ def linear_forward(sweep: "ModuleSweep", module: torch.nn.Linear, j: int, xs: li
         shape = (b - a,) + tuple(weight.shape[1:])
         with ctx.arena.lease("chunk-su", shape, d.draw_dtype(j), weight.device) as su, \
                 ctx.arena.lease("chunk-p", shape, weight.dtype, weight.device) as pw:
-            d.chunk(sweep.point.probe, j, a, b, su)
+            d.chunk(sweep.point.probe, j, a, b, su, factor=sweep.mu)   # μ·u, one rounding per element
             w = weight.detach()[a:b]
-            with ctx.phase("perturb"):
-                su.mul_(sweep.mu)
             for x, s, bias, out in zip(xs, signs, biases, outs):
                 with ctx.phase("perturb"):
                     (torch.add if s > 0 else torch.sub)(w, su, out=pw)

@@ -25,8 +25,11 @@ from typing import Sequence
 import torch
 
 from .laws import get_law
-from .rng import block_seed
+from .rng import BlockSeeds
 from .sweep import SweepContext
+
+#: cut blocks (see :meth:`Directions._draw_blocks`) kept per direction set, oldest dropped first
+_CUT_BLOCKS_KEPT = 8
 
 #: the default context of objects built without one (tests, replays): single-threaded draws
 _DEFAULT_CONTEXT: SweepContext | None = None
@@ -64,6 +67,8 @@ class Directions:
         self._params = list(params)
         self._scale: dict[int, torch.Tensor] = {}
         self._cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache else None
+        self._block_seeds: dict[tuple[int, int], BlockSeeds] = {}
+        self._cut: dict[tuple[int, int, int], torch.Tensor] = {}
 
     @property
     def cached(self) -> bool:
@@ -80,40 +85,57 @@ class Directions:
         return self.context.row_chunks(p.shape)
 
     # -- drawing --------------------------------------------------------------------------------
-    def fill(self, probe: int, j: int, start: int, stop: int, out: torch.Tensor, scaled: bool = True) -> torch.Tensor:
+    def fill(self, probe: int, j: int, start: int, stop: int, out: torch.Tensor, scaled: bool = True,
+             factor: float | torch.Tensor | None = None) -> torch.Tensor:
         """Write flat elements [start, stop) of direction ``probe`` on tensor ``j`` into ``out``
-        (contiguous, ``stop - start`` elements, :meth:`draw_dtype`)."""
+        (contiguous, ``stop - start`` elements, :meth:`draw_dtype`).  With ``factor`` (a number or a
+        one-element tensor: μ for a probe, an update's coefficient), write ``factor·u``, each
+        product rounded once, exactly as ``out.mul_(factor)`` after the draw (a law may fold it
+        into the draw, :meth:`~hybridopt.laws.DirectionLaw.fill_blocks`)."""
+        flat = out.view(-1)
         if self._cache is not None:
-            out.view(-1).copy_(self._cached(probe, j).view(-1)[start:stop])
+            flat.copy_(self._cached(probe, j).view(-1)[start:stop])
+        elif scaled and self.law.normalised:      # u = (√d/‖v‖)·v first, then the factor
+            self._raw(probe, j, start, stop, flat)
+            self._apply_scale(probe, j, start, stop, flat)
+        else:
+            self._raw(probe, j, start, stop, flat, factor)
             return out
-        self._raw(probe, j, start, stop, out.view(-1))
-        if scaled and self.law.normalised:
-            self._apply_scale(probe, j, start, stop, out.view(-1))
+        if factor is not None:
+            flat.mul_(factor)
         return out
 
-    def _raw(self, probe: int, j: int, start: int, stop: int, flat: torch.Tensor) -> None:
+    def _raw(self, probe: int, j: int, start: int, stop: int, flat: torch.Tensor, factor=None) -> None:
         if stop > start:
             B = self.context.block_elements(self._params[j].device)
-            self._draw_blocks(probe, j, [(b, start, stop, flat) for b in range(start // B, (stop - 1) // B + 1)])
+            self._draw_blocks(probe, j, [(b, start, stop, flat) for b in range(start // B, (stop - 1) // B + 1)],
+                              factor=factor)
+
+    def _seeds(self, probe: int, j: int) -> BlockSeeds:
+        key = (probe, j)
+        seeds = self._block_seeds.get(key)
+        if seeds is None:
+            seeds = self._block_seeds[key] = BlockSeeds(self.seed, probe, j)
+        return seeds
 
     def _draw_blocks(self, probe: int, j: int, tasks: list[tuple[int, int, int, torch.Tensor]],
-                     rows: bool = False) -> None:
+                     rows: bool = False, factor=None) -> None:
         """Draw block b's part inside [start, stop) into ``dest[lo - start : hi - start]`` for
-        each task ``(b, start, stop, dest)``, the tasks spread over the context's draw threads."""
+        each task ``(b, start, stop, dest)``, the tasks spread over the context's draw threads.
+
+        A block cut by the end of a range (a row chunk rarely ends on a block boundary) is drawn
+        whole and kept until a later range has used its rest, so consecutive chunks draw every
+        element once: a sweep draws exactly the ZO block, not one extra block per chunk."""
         p, ctx, law = self._params[j], self.context, self.law
         B, numel = ctx.block_elements(p.device), p.numel()
-        n = sum(min((b + 1) * B, numel) - b * B for b, _, _, _ in tasks)
-        if rows:
-            ctx.counters.rows_drawn += n
-        else:
-            ctx.counters.drawn += n
+        seed_of = self._seeds(probe, j)
+        drawn = [0] * max(1, ctx.threads)
 
         def whole(task) -> bool:   # the task wants its block entire
             b, start, stop, _ = task
             return start <= b * B and min((b + 1) * B, numel) <= stop
 
         def work(worker: int, part: list) -> None:
-            scratch = None
             i = 0
             while i < len(part):
                 b, start, stop, dest = part[i]
@@ -124,19 +146,27 @@ class Directions:
                     while (k < len(part) and part[k][3] is dest and part[k][1] == start
                            and part[k][0] == part[k - 1][0] + 1 and whole(part[k])):
                         k += 1
-                    seeds = [block_seed(self.seed, probe, j, t[0]) for t in part[i:k]]
+                    seeds = [seed_of(t[0]) for t in part[i:k]]
                     end = min((part[k - 1][0] + 1) * B, numel)
                     law.fill_blocks(dest[bs - start:end - start], B,
-                                    lambda r: ctx.generator(worker, p.device, seeds[r]), ctx.tables)
+                                    lambda r: ctx.generator(worker, p.device, seeds[r]), ctx.tables, factor)
+                    drawn[worker] += end - bs
                     i = k
                     continue
-                # a block cut by the range: draw it whole, keep the part asked for
+                # a block cut by the range: drawn whole once, its rest kept for the next range
                 lo, hi = max(bs, start), min(be, stop)
-                if scratch is None:
-                    scratch = torch.empty(B, dtype=dest.dtype, device=dest.device)
-                law.fill(scratch[:be - bs], ctx.generator(worker, p.device, block_seed(self.seed, probe, j, b)),
-                         ctx.tables)
-                dest[lo - start:hi - start].copy_(scratch[lo - bs:hi - bs])
+                key = (probe, j, b)
+                block = self._cut.pop(key, None)
+                if block is None or block.dtype != dest.dtype:
+                    block = torch.empty(be - bs, dtype=dest.dtype, device=dest.device)
+                    law.fill(block, ctx.generator(worker, p.device, seed_of(b)), ctx.tables)
+                    drawn[worker] += be - bs
+                if hi < be:                       # the range ends inside the block
+                    self._cut[key] = block        # (one dict operation: safe across draw threads)
+                part_dest = dest[lo - start:hi - start]
+                part_dest.copy_(block[lo - bs:hi - bs])   # the kept block stays unscaled
+                if factor is not None:
+                    part_dest.mul_(factor)
                 i += 1
 
         with ctx.phase("draw"):
@@ -144,20 +174,27 @@ class Directions:
                 ctx.map_workers(work, tasks, p.device)
             else:
                 work(0, tasks)
+        # a few cut blocks at most: a consumer that stops half-way through a tensor leaves one behind
+        while len(self._cut) > _CUT_BLOCKS_KEPT:
+            self._cut.pop(next(iter(self._cut)))
+        if rows:
+            ctx.counters.rows_drawn += sum(drawn)
+        else:
+            ctx.counters.drawn += sum(drawn)
 
-    def chunk(self, probe: int, j: int, a: int, b: int, out: torch.Tensor) -> torch.Tensor:
-        """Rows [a, b) of direction ``probe`` on tensor ``j``, written into ``out``."""
+    def chunk(self, probe: int, j: int, a: int, b: int, out: torch.Tensor, factor=None) -> torch.Tensor:
+        """Rows [a, b) of direction ``probe`` on tensor ``j`` (times ``factor``), written into ``out``."""
         p = self._params[j]
         row = math.prod(p.shape[1:]) if p.dim() else 1
-        return self.fill(probe, j, a * row, b * row, out)
+        return self.fill(probe, j, a * row, b * row, out, factor=factor)
 
-    def u(self, probe: int, j: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Direction ``probe`` on tensor ``j`` (the tensor's shape), written into ``out`` if given,
-        else a fresh tensor (callers may modify it)."""
+    def u(self, probe: int, j: int, out: torch.Tensor | None = None, factor=None) -> torch.Tensor:
+        """Direction ``probe`` on tensor ``j`` (the tensor's shape; times ``factor``), written into
+        ``out`` if given, else a fresh tensor (callers may modify it)."""
         p = self._params[j]
         if out is None:
             out = torch.empty(p.shape, dtype=self.draw_dtype(j), device=p.device)
-        return self.fill(probe, j, 0, p.numel(), out)
+        return self.fill(probe, j, 0, p.numel(), out, factor=factor)
 
     def _cached(self, probe: int, j: int) -> torch.Tensor:
         key = (probe, j)

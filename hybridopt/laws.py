@@ -44,12 +44,16 @@ class DirectionLaw:
         raise NotImplementedError
 
     def fill_blocks(self, out: torch.Tensor, block: int, generator: Callable[[int], torch.Generator],
-                    tables: "SignTables") -> torch.Tensor:
+                    tables: "SignTables", scale: float | torch.Tensor | None = None) -> torch.Tensor:
         """Fill a run of consecutive blocks: ``out`` (flat) holds k blocks of ``block`` elements, the
         last possibly shorter; ``generator(i)`` is the run's i-th block's generator, freshly seeded.
-        Must equal :meth:`fill` block by block (a law may override it only to save per-block work)."""
+        With ``scale`` (a number or a one-element tensor), write ``scale·u``: the product rounded
+        once per element, as ``out.mul_(scale)`` after the draw would.  Must equal :meth:`fill` block
+        by block (a law may override it only to save work, never to change a value)."""
         for i, a in enumerate(range(0, out.numel(), block)):
             self.fill(out[a:a + block], generator(i), tables)
+        if scale is not None:
+            out.mul_(scale)
         return out
 
 
@@ -73,27 +77,31 @@ class Rademacher(DirectionLaw):
         words.random_(-2 ** 63, None, generator=gen)  # full range: 64 bits/word
         return self._signs(out, words, tables)
 
-    def fill_blocks(self, out, block, generator, tables):
+    def fill_blocks(self, out, block, generator, tables, scale=None):
         """Each block's words drawn from its own generator into one buffer, then one sign expansion for
         the whole run: the same values as block-by-block :meth:`fill` (a block of B elements is B/8 bytes
         of its words, so block i's bytes start at byte i·B/8 of the run), with the expansion's per-call
-        cost (a kernel launch, an index conversion, a table lookup) paid once per run, not per block."""
+        cost (a kernel launch, an index conversion, a table lookup) paid once per run, not per block.
+        ``scale·u`` is looked up in the table scaled by ``scale``: s·(±1) = ±s is exact, so this is
+        bit for bit the product after the draw, without its pass over the run."""
         n = out.numel()
         if block % 64 or n <= block:
-            return super().fill_blocks(out, block, generator, tables)
+            return super().fill_blocks(out, block, generator, tables, scale)
         per = block // 64
         k = -(-n // block)
         words = torch.empty((k - 1) * per + -(-(n - (k - 1) * block) // 64), dtype=torch.int64, device=out.device)
         for i in range(k):
             words[i * per:(i + 1) * per].random_(-2 ** 63, None, generator=generator(i))
-        return self._signs(out, words, tables)
+        return self._signs(out, words, tables, scale)
 
     @staticmethod
-    def _signs(out, words, tables):
-        """Element i of ``out`` = the sign of bit i mod 8 of byte ⌊i/8⌋ of ``words``."""
+    def _signs(out, words, tables, scale=None):
+        """Element i of ``out`` = the sign of bit i mod 8 of byte ⌊i/8⌋ of ``words`` (times ``scale``)."""
         n = out.numel()
         stream = words.view(torch.uint8)
         table = tables.get(out.device, out.dtype)
+        if scale is not None:
+            table = table * (scale.to(table.dtype) if torch.is_tensor(scale) else scale)
         full = n // 8 * 8
         torch.index_select(table, 0, stream[: full // 8].to(torch.int32), out=out[:full].view(-1, 8))
         if full < n:

@@ -160,9 +160,7 @@ class ModuleSweep:
         d = self.directions
         lease = self._lease(lease_name, p.shape, d.draw_dtype(j), p.device)
         with torch.no_grad():
-            su = d.u(self.point.probe, j, out=lease.tensor)
-            with self.context.phase("perturb"):
-                su.mul_(self.mu)
+            su = d.u(self.point.probe, j, out=lease.tensor, factor=self.mu)
         return lease, su
 
     def _lease(self, name: str, shape, dtype, device):

@@ -44,3 +44,24 @@ def block_seed(seed: int, probe: int, index: int, block: int) -> int:
     :func:`tensor_seed`, so a tensor of one block draws the same stream as a whole-tensor draw."""
     return mix(seed, probe, index) if block == 0 else mix(seed, probe, index, block)
 
+
+def _prefix(*parts: int) -> int:
+    """:func:`mix`'s state after ``parts``, before the final 63-bit mask."""
+    h = 0x243F6A8885A308D3
+    for p in parts:
+        h = splitmix64(h ^ (int(p) & _MASK64))
+    return h
+
+
+class BlockSeeds:
+    """:func:`block_seed` of one (seed, probe, tensor) for many blocks: the hash of the common
+    prefix (three of a block seed's four SplitMix64 rounds) computed once, not per block."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self, seed: int, probe: int, index: int) -> None:
+        self._h = _prefix(seed, probe, index)
+
+    def __call__(self, block: int) -> int:
+        return self._h & _MASK63 if block == 0 else splitmix64(self._h ^ (int(block) & _MASK64)) & _MASK63
+

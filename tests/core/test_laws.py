@@ -76,6 +76,47 @@ def test_a_run_of_blocks_equals_its_blocks_drawn_one_by_one(law, n, block, seed)
 
 
 @pytest.mark.parametrize("law", ALL)
+@pytest.mark.parametrize("threads", [1, 2])
+@settings(max_examples=15, deadline=None)
+@given(rows=st.integers(1, 97), width=st.integers(1, 50), chunk=st.integers(1, 700),
+       block=st.sampled_from([7, 64, 100, 1000]))
+def test_a_chunked_sweep_draws_each_element_once(law, threads, rows, width, chunk, block):
+    """Chunks rarely end on block boundaries: the cut block is drawn whole once and its rest
+    serves the next chunk, so a sweep over the row chunks draws exactly the tensor (not one block
+    more per chunk) and equals the whole direction, in any chunk and block geometry."""
+    p = [torch.zeros(rows, width)]
+    ctx = _ctx(block=block, threads=threads, chunk=chunk)
+    d = Directions(law, 11, p, context=ctx)
+    whole = Directions(law, 11, p, context=_ctx(block=block)).u(0, 0)
+    ctx.counters.take()
+    got = torch.cat([d.chunk(0, 0, a, b, torch.empty((b - a, width))) for a, b in d.plan(0)])
+    drawn = ctx.counters.take()[0]
+    assert torch.equal(got, whole)
+    if not get_law(law).normalised:                 # the sphere's norm draw is one more pass
+        assert drawn == rows * width
+    assert len(d._cut) == 0                          # nothing left behind by a complete sweep
+
+
+@pytest.mark.parametrize("law", ALL)
+@settings(max_examples=25, deadline=None)
+@given(factor=st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False), as_tensor=st.booleans(),
+       start=st.integers(0, 900), length=st.integers(1, 600), block=st.sampled_from([64, 128, 1000]),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_a_scaled_draw_is_the_draw_times_the_factor_bit_for_bit(law, factor, as_tensor, start, length, block, dtype):
+    """``fill(..., factor=c)`` (μ·u for a probe, the coefficient·u of an update) equals the draw
+    followed by ``mul_(c)`` exactly, whether the law folds the factor into its draw (Rademacher:
+    a scaled sign table) or multiplies after it; cut blocks and whole runs alike."""
+    p = [torch.zeros(40, 30, dtype=dtype)]
+    d = Directions(law, 21, p, context=_ctx(block=block))
+    stop = min(start + length, p[0].numel())
+    start = min(start, stop - 1)
+    c = torch.tensor(factor, dtype=dtype) if as_tensor else factor
+    ref = d.fill(0, 0, start, stop, torch.empty(stop - start, dtype=dtype)).mul_(c)
+    got = d.fill(0, 0, start, stop, torch.empty(stop - start, dtype=dtype), factor=c)
+    assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("law", ALL)
 def test_draw_threads_change_no_value(law):
     p = [torch.zeros(512, 64)]
     one = Directions(law, 9, p, context=_ctx(block=256, threads=1)).u(0, 0)
