@@ -188,33 +188,15 @@ SPLITS = ("train", "dev", "test")
 
 
 def encode_splits(cfg: FinetuneConfig, tok, examples: dict[str, list], warn=None) -> tuple:
-    """Tokenise the three splits for ``cfg.max_length``.  A prompt (context + longest candidate) longer
-    than ``max_length`` is an error (:class:`ConfigError`, one line: how many, and the length that fits
-    them all) unless ``cfg.truncate_prompts``; then such prompts are cut from the left with one ``warn``
-    line saying how many, and a split most of whose prompts would lose more than three quarters of their
-    tokens is still an error (little would be left of them but their ends)."""
-    from .scoring import encode_split
+    """The three splits tokenised under the prompt-length rule (:func:`scoring.encode_fitting`) for
+    ``cfg.max_length`` / ``cfg.truncate_prompts``; a violation is a :class:`ConfigError` (one line)."""
+    from .scoring import PromptLengthError, encode_fitting
 
-    whole = {k: encode_split(tok, examples[k]) for k in SPLITS}
-    cut, longest, L = {}, 0, cfg.max_length
-    for k, enc in whole.items():
-        lengths = [max(len(c) + len(t) for c, t in zip(cs, ts)) for cs, ts in zip(enc.contexts, enc.continuations)]
-        n = sum(x > L for x in lengths)
-        if n and not cfg.truncate_prompts:
-            raise ConfigError(f"{n} of {len(lengths)} {k} prompts do not fit max_length={L} (the longest needs "
-                              f"{max(lengths)} tokens); raise --max-length to {max(lengths)} or pass "
-                              f"--truncate-prompts to cut them from the left")
-        if lengths and statistics.median(lengths) > 4 * L:
-            raise ConfigError(f"max_length={L} keeps less than a quarter of most {k} prompts (median "
-                              f"{statistics.median(lengths):g} tokens, longest {max(lengths)}); raise "
-                              f"--max-length (to {max(lengths)} to cut none)")
-        if n:
-            cut[k] = f"{n} of {len(lengths)} {k}"
-            longest = max(longest, max(lengths))
-    if cut and warn is not None:
-        warn(f"prompts longer than max_length={L} tokens are cut from the left: {', '.join(cut.values())} "
-             f"(the longest needs {longest}; --max-length {longest} keeps them whole)")
-    return tuple(encode_split(tok, examples[k], max_length=L) if k in cut else whole[k] for k in SPLITS)
+    try:
+        enc = encode_fitting(tok, {k: examples[k] for k in SPLITS}, cfg.max_length, cfg.truncate_prompts, warn)
+    except PromptLengthError as e:
+        raise ConfigError(str(e)) from None
+    return tuple(enc[k] for k in SPLITS)
 
 
 # ---- the run -------------------------------------------------------------------------------------

@@ -133,6 +133,60 @@ def encode_split(tokenizer, examples: Sequence[Example], max_length: int | None 
     return EncodedSplit(contexts, conts, gold, int(pad), padding_side)
 
 
+class PromptLengthError(ValueError):
+    """Prompts that do not fit the length limit (a one-line message: how many, the length that fits)."""
+
+
+def _left_cut(enc: EncodedSplit, max_length: int) -> EncodedSplit:
+    """``enc`` with each context cut from the left so that context + continuation ≤ ``max_length``
+    (what :func:`encode_split` with ``max_length`` gives, without tokenising again)."""
+    contexts = []
+    for cs, ks in zip(enc.contexts, enc.continuations):
+        out = []
+        for c, k in zip(cs, ks):
+            keep = max_length - len(k)
+            if keep < 1:
+                raise PromptLengthError(f"continuation of {len(k)} tokens does not fit max_length={max_length}")
+            out.append(c[-keep:] if len(c) > keep else c)
+        contexts.append(out)
+    return EncodedSplit(contexts, enc.continuations, enc.gold, enc.pad_id, enc.padding_side)
+
+
+def encode_fitting(tokenizer, splits: dict[str, Sequence[Example]], max_length: int, truncate: bool = False,
+                   warn: Callable[[str], None] | None = None, length_option: str = "--max-length",
+                   truncate_option: str = "--truncate-prompts") -> dict[str, EncodedSplit]:
+    """Tokenise each split whole, then apply the one prompt-length rule of this package (the CLI's
+    ``--max-length``/``--truncate-prompts``, the Trainer's ``task_max_length``/``truncate_prompts``).
+
+    A prompt (context + longest candidate) longer than ``max_length`` is a :class:`PromptLengthError`
+    (one line: how many, and the length that fits them all) unless ``truncate``; then such prompts are
+    cut from the left with one ``warn`` line saying how many, and a split most of whose prompts would
+    lose more than three quarters of their tokens is still an error (little would be left of them but
+    their ends).  ``length_option``/``truncate_option`` name the settings in the messages."""
+    import statistics
+
+    whole = {k: encode_split(tokenizer, ex) for k, ex in splits.items()}
+    cut, longest, L = {}, 0, max_length
+    for k, enc in whole.items():
+        lengths = [max(len(c) + len(t) for c, t in zip(cs, ts)) for cs, ts in zip(enc.contexts, enc.continuations)]
+        n = sum(x > L for x in lengths)
+        if n and not truncate:
+            raise PromptLengthError(f"{n} of {len(lengths)} {k} prompts do not fit max_length={L} (the longest "
+                                    f"needs {max(lengths)} tokens); raise {length_option} to {max(lengths)} or "
+                                    f"pass {truncate_option} to cut them from the left")
+        if lengths and statistics.median(lengths) > 4 * L:
+            raise PromptLengthError(f"max_length={L} keeps less than a quarter of most {k} prompts (median "
+                                    f"{statistics.median(lengths):g} tokens, longest {max(lengths)}); raise "
+                                    f"{length_option} (to {max(lengths)} to cut none)")
+        if n:
+            cut[k] = f"{n} of {len(lengths)} {k}"
+            longest = max(longest, max(lengths))
+    if cut and warn is not None:
+        warn(f"prompts longer than max_length={L} tokens are cut from the left: {', '.join(cut.values())} "
+             f"(the longest needs {longest}; {length_option} {longest} keeps them whole)")
+    return {k: _left_cut(enc, L) if k in cut else enc for k, enc in whole.items()}
+
+
 # ---- model plumbing ----------------------------------------------------------------------------
 
 def _hf_model(model):

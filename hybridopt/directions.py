@@ -15,7 +15,10 @@ while the loss is evaluated, so the stored weights are bit-identical before and 
 probe, in fp32 and bf16/fp16 alike.  The only writes to the ZO block are the updates
 (:mod:`hybridopt.zo_rules`).  ``p ± μu`` is computed as ``p + (±(μ·u))``: one product, one
 sum, each rounded once, elementwise — so every path (whole tensor, chunk, gathered rows, the
-+ and − halves of a paired probe) gives the same bits for the same element.
++ and − halves of a paired probe) gives the same bits for the same element.  The product μ·u
+(and an update's coefficient·u) is formed by the draw itself (:meth:`Directions.fill` with
+``factor``): bit for bit the product after the draw, without a pass of its own on the calling
+thread (Rademacher folds it into its sign table: s·(±1) = ±s exactly).
 """
 from __future__ import annotations
 

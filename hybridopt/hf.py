@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from .io import write_text
 
 #: ``lr_scheduler_type`` values the core's schedule can follow (shared by η_x and η_y)
 SCHEDULES = {"constant": "constant", "constant_with_warmup": "constant", "linear": "linear", "cosine": "cosine"}
+_log = logging.getLogger(__name__)
 _DEFAULT_OPTIMS = ("adamw_torch", "adamw_torch_fused")
 
 
@@ -301,7 +303,7 @@ class HybridTrainer(Trainer):
     """
 
     def __init__(self, model=None, args: HybridTrainingArguments | None = None, *, task=None,
-                 task_max_length: int = 160, **kwargs) -> None:
+                 task_max_length: int = 160, truncate_prompts: bool = False, **kwargs) -> None:
         if args is None:
             args = HybridTrainingArguments(output_dir="trainer_output")
         if not isinstance(args, HybridTrainingArguments):
@@ -313,7 +315,7 @@ class HybridTrainer(Trainer):
                              "through HybridTrainingArguments (fo_optimizer, lr_x, learning_rate, lr_scheduler_type)")
         self.task, self._task_splits = None, {}
         if task is not None:
-            kwargs = self._task_setup(task, task_max_length, kwargs)
+            kwargs = self._task_setup(task, task_max_length, truncate_prompts, kwargs)
             args.remove_unused_columns = False
         super().__init__(model=model, args=args, **kwargs)
         if self.task is not None:
@@ -326,18 +328,24 @@ class HybridTrainer(Trainer):
         self._last: StepStats | None = None
 
     # -- tasks -------------------------------------------------------------------------------
-    def _task_setup(self, task, max_length: int, kwargs: dict[str, Any]) -> dict[str, Any]:
-        from .benchmarks.scoring import encode_split
+    def _task_setup(self, task, max_length: int, truncate: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The task's splits under the CLI's prompt-length rule (:func:`~hybridopt.benchmarks.scoring.
+        encode_fitting`): a prompt longer than ``task_max_length`` is a ``ValueError`` naming how many
+        and the length that fits, unless ``truncate_prompts=True`` (then cut from the left, one warning)."""
+        from .benchmarks.scoring import encode_fitting
         from .benchmarks.tasks import load_splits, load_task
 
         tok = kwargs.get("processing_class")
         if tok is None:
             raise ValueError("HybridTrainer(task=...) needs processing_class=<the tokenizer>")
         self.task = load_task(task)
-        for k, split in enumerate(load_splits(self.task).items()):
-            name, examples = split
-            if examples:
-                self._task_splits[name] = TaskDataset(encode_split(tok, examples, max_length=max_length), k)
+        splits = list(load_splits(self.task).items())
+        encoded = encode_fitting(tok, {name: ex for name, ex in splits if ex}, max_length, truncate,
+                                 warn=_log.warning, length_option="task_max_length",
+                                 truncate_option="truncate_prompts=True")
+        for k, (name, _) in enumerate(splits):
+            if name in encoded:
+                self._task_splits[name] = TaskDataset(encoded[name], k)
         kwargs.setdefault("train_dataset", self._task_splits["train"])
         kwargs.setdefault("eval_dataset", self._task_splits["dev"])
         kwargs.setdefault("data_collator", _collate_task)

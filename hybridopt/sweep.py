@@ -142,7 +142,8 @@ class Counters:
 @dataclass
 class PhaseTimer:
     """Wall time per phase of the ZO machinery, summed until :meth:`reset`: ``draw`` (generating
-    directions), ``perturb`` (forming ±μu and p ± μu), ``update`` (applying a ZO update, its
+    directions, μ·u and an update's coefficient·u included: they are drawn scaled), ``perturb``
+    (forming p ± μu), ``update`` (applying a ZO update, its
     regeneration of u included; draw time inside it is counted in both).  With ``sync`` (GPU)
     the device is synchronised around each phase; ``around(name)`` (a context-manager factory,
     e.g. ``torch.profiler.record_function``) labels each phase for a profiler."""

@@ -182,6 +182,30 @@ def test_task_file_classification_and_metrics_files(tmp_path, tok):
     assert len(table) == len(rows) and "lr_x" in table[0]
 
 
+def test_task_prompts_longer_than_task_max_length_fail_unless_truncation_is_asked(tmp_path, tok, caplog):
+    """The CLI's prompt-length rule (no silent cut): too short a ``task_max_length`` names how many
+    prompts and the length that fits; ``truncate_prompts=True`` cuts them from the left, with one warning."""
+    from hybridopt.benchmarks.scoring import encode_split
+    from tests.bench.test_task_files import write_csv_task
+
+    task = write_csv_task(tmp_path / "data")
+    args = hf_args(tmp_path / "run", max_steps=1)
+    with pytest.raises(ValueError, match=r"train prompts do not fit max_length=20 .*raise task_max_length to "
+                                         r"\d+ or pass truncate_prompts=True"):
+        HybridTrainer(model=tiny("hybrid"), args=args, task=task, processing_class=tok, task_max_length=20)
+    with caplog.at_level("WARNING"):
+        tr = HybridTrainer(model=tiny("hybrid"), args=args, task=task, processing_class=tok, task_max_length=20,
+                           truncate_prompts=True)
+    assert "cut from the left" in caplog.text
+    train = tr.task_dataset("train").encoded
+    assert max(len(c) + len(k) for cs, ks in zip(train.contexts, train.continuations) for c, k in zip(cs, ks)) <= 20
+    from hybridopt.benchmarks.tasks import load_splits, load_task
+    want = encode_split(tok, load_splits(load_task(task))["train"], max_length=20)
+    assert train.contexts == want.contexts           # the cut equals tokenising with the limit
+    whole = HybridTrainer(model=tiny("hybrid"), args=args, task=task, processing_class=tok)
+    assert whole.task_dataset("train").encoded.contexts == encode_split(tok, load_splits(load_task(task))["train"]).contexts
+
+
 def test_task_file_sft(tmp_path, tok):
     from tests.bench.test_task_files import write_sft_task
 
