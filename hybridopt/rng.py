@@ -40,9 +40,10 @@ def tensor_seed(seed: int, probe: int, index: int) -> int:
 
 
 def block_seed(seed: int, probe: int, index: int, block: int) -> int:
-    """Seed of block ``block`` of direction ``probe`` on ZO tensor ``index``.  Block 0 keeps
-    :func:`tensor_seed`, so a tensor of one block draws the same stream as a whole-tensor draw."""
-    return mix(seed, probe, index) if block == 0 else mix(seed, probe, index, block)
+    """Seed of block ``block`` of direction ``probe`` on ZO tensor ``index``:
+    ``mix(seed, probe, index, block)``, except that block 0 keeps :func:`tensor_seed`
+    (``mix(seed, probe, index)``), so a tensor of one block draws the same stream as a whole-tensor draw."""
+    return BlockSeeds(seed, probe, index)(block)
 
 
 def _prefix(*parts: int) -> int:

@@ -142,6 +142,17 @@ def test_rows_are_the_gathered_rows_and_draw_only_their_blocks(law, block):
         assert drawn < p[0].numel() or block >= p[0].numel()
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2 ** 64 - 1), probe=st.integers(0, 64), index=st.integers(0, 5000),
+       block=st.integers(0, 2 ** 40))
+def test_block_seeds_are_the_mix_of_their_counters(seed, probe, index, block):
+    """The shared-prefix seeds (computed once per tensor) are the definition's hash of
+    (seed, probe, tensor, block), block 0 keeping the tensor's seed."""
+    from hybridopt.rng import mix, tensor_seed
+    want = tensor_seed(seed, probe, index) if block == 0 else mix(seed, probe, index, block)
+    assert block_seed(seed, probe, index, block) == want
+
+
 def test_block_zero_keeps_the_tensor_seed():
     """A tensor of one block draws exactly the stream of one generator seeded with tensor_seed."""
     p = [torch.zeros(10, 3)]
