@@ -36,6 +36,7 @@ Encode a split once with :func:`encode_split`; :func:`make_loss_fn` turns it int
 from __future__ import annotations
 
 import inspect
+import statistics
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -163,8 +164,6 @@ def encode_fitting(tokenizer, splits: dict[str, Sequence[Example]], max_length: 
     cut from the left with one ``warn`` line saying how many, and a split most of whose prompts would
     lose more than three quarters of their tokens is still an error (little would be left of them but
     their ends).  ``length_option``/``truncate_option`` name the settings in the messages."""
-    import statistics
-
     whole = {k: encode_split(tokenizer, ex) for k, ex in splits.items()}
     cut, longest, L = {}, 0, max_length
     for k, enc in whole.items():

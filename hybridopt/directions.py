@@ -91,21 +91,25 @@ class Directions:
     def fill(self, probe: int, j: int, start: int, stop: int, out: torch.Tensor, scaled: bool = True,
              factor: float | torch.Tensor | None = None) -> torch.Tensor:
         """Write flat elements [start, stop) of direction ``probe`` on tensor ``j`` into ``out``
-        (contiguous, ``stop - start`` elements, :meth:`draw_dtype`).  With ``factor`` (a number or a
-        one-element tensor: μ for a probe, an update's coefficient), write ``factor·u``, each
-        product rounded once, exactly as ``out.mul_(factor)`` after the draw (a law may fold it
-        into the draw, :meth:`~hybridopt.laws.DirectionLaw.fill_blocks`)."""
+        (contiguous, ``stop - start`` elements, :meth:`draw_dtype`).  With ``factor`` (μ for a probe,
+        an update's coefficient: a number, or a tensor broadcastable to ``out``, e.g. one coefficient
+        per replicate), write ``factor·u``, each product rounded once, exactly as ``out.mul_(factor)``
+        after the draw; a single factor is folded into the draw itself
+        (:meth:`~hybridopt.laws.DirectionLaw.fill_blocks`)."""
+        if torch.is_tensor(factor) and factor.numel() == 1:
+            factor = factor.reshape(())
+        # the draw takes the factor when it is one number and u is the raw draw (not cached, not rescaled)
+        fold = (factor is not None and (not torch.is_tensor(factor) or factor.dim() == 0)
+                and self._cache is None and not (scaled and self.law.normalised))
         flat = out.view(-1)
         if self._cache is not None:
             flat.copy_(self._cached(probe, j).view(-1)[start:stop])
-        elif scaled and self.law.normalised:      # u = (√d/‖v‖)·v first, then the factor
-            self._raw(probe, j, start, stop, flat)
-            self._apply_scale(probe, j, start, stop, flat)
         else:
-            self._raw(probe, j, start, stop, flat, factor)
-            return out
-        if factor is not None:
-            flat.mul_(factor)
+            self._raw(probe, j, start, stop, flat, factor if fold else None)
+            if scaled and self.law.normalised:     # u = (√d/‖v‖)·v first, then the factor
+                self._apply_scale(probe, j, start, stop, flat)
+        if factor is not None and not fold:
+            out.mul_(factor)
         return out
 
     def _raw(self, probe: int, j: int, start: int, stop: int, flat: torch.Tensor, factor=None) -> None:

@@ -153,19 +153,11 @@ class ZOUpdate:
         """g = Σ_r u_r[a:b] · c_r (g and u: leases shaped like the chunk)."""
         d = self.directions
         for r in range(self.coeffs.shape[0]):
-            c = self.coeffs[r].to(g.dtype)
-            if c.numel() == 1:   # c·u drawn at once (the same products; a law may fold them into the draw)
-                c = c.reshape(())
-                if r == 0:
-                    d.chunk(0, j, a, b, g, factor=c)
-                else:
-                    g.add_(d.chunk(r, j, a, b, u, factor=c))
-                continue
-            c = _broadcast(c, g)       # one coefficient per replicate
+            c = _broadcast(self.coeffs[r].to(g.dtype), g)   # c_r·u_r drawn at once (Directions.fill)
             if r == 0:
-                torch.mul(d.chunk(0, j, a, b, g), c, out=g)
+                d.chunk(0, j, a, b, g, factor=c)
             else:
-                g.add_(torch.mul(d.chunk(r, j, a, b, u), c, out=u))
+                g.add_(d.chunk(r, j, a, b, u, factor=c))
         return g
 
     def _g_dtype(self, j: int) -> torch.dtype:

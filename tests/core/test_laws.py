@@ -117,6 +117,18 @@ def test_a_scaled_draw_is_the_draw_times_the_factor_bit_for_bit(law, factor, as_
 
 
 @pytest.mark.parametrize("law", ALL)
+def test_a_per_replicate_factor_is_the_draw_times_the_factors(law):
+    """A factor with one coefficient per replicate (the update of replicate-batched runs) broadcasts
+    over the replicate's elements, bit for bit the draw followed by ``mul_``."""
+    p = [torch.zeros(5, 7, 3)]
+    d = Directions(law, 4, p, replicate_shape=(5,), context=_ctx(block=16))
+    c = torch.tensor([0.5, -3.0, 1e-3, 7.25, -1.0]).reshape(5, 1, 1)
+    ref = d.u(0, 0).mul_(c)
+    assert torch.equal(d.u(0, 0, factor=c), ref)
+    assert not torch.equal(ref, d.u(0, 0))
+
+
+@pytest.mark.parametrize("law", ALL)
 def test_draw_threads_change_no_value(law):
     p = [torch.zeros(512, 64)]
     one = Directions(law, 9, p, context=_ctx(block=256, threads=1)).u(0, 0)
