@@ -1,10 +1,13 @@
 """``hybridopt simulate``: run the reshuffling-SGD simulator and draw P1–P4 (spec §6).
 
     hybridopt simulate [--quick | --certified] [--family A|B|C|D] [--parts scaling,certified,p2,p3] [--out DIR]
-                       [--workers N]
+                       [--workers N] [--fresh]
     hybridopt simulate --out DIR (--plots-only | --markdown | --resummarize)     # from DIR/simulation.json
     hybridopt simulate --objective module:factory [--param k=v ...] [--law gaussian|rademacher|both]
                        [--points 4] [--seeds 3] [--eps-frac 0.5] [--q 1] [--p2-epochs 300] [--out DIR]
+
+Resumable: each finished task is kept in ``DIR/tasks/`` (:class:`TaskCache`), so rerunning the same command
+after an interruption runs only the tasks that had not finished (``--fresh`` runs them all again).
 
 Writes ``DIR/simulation.json`` (everything the figures need) and ``DIR/P*.png|pdf``; figures
 are drawn from the JSON only (``--plots-only`` redraws them from an existing file).  ``--objective`` checks the
@@ -56,20 +59,76 @@ def _estimated_cost(task: dict) -> float:
     return T * const["n"] * (1 + 0.6 * inst.q) * (1 + inst.replicates * const["d_x"] * 1e-5)
 
 
-def run_tasks(tasks: list[dict], workers: int, progress: bool = True) -> list[dict]:
+class TaskCache:
+    """Finished tasks of a sweep, one file each under ``DIR/tasks/``, so that a rerun with the same ``--out``
+    continues where an interrupted one stopped (every task is deterministic given its dict: its seeds are in it).
+
+    A file holds the task dict and its result, written atomically when the task finishes; it is used only for a
+    task dict equal to the one stored (a changed plan reruns the changed tasks).  JSON keeps ±inf/NaN and floats
+    exactly (``repr`` round-trip); numpy arrays come back as lists, which the summary reads as it reads a
+    ``simulation.json`` (``--resummarize``)."""
+
+    def __init__(self, directory: Path | None):
+        self.dir = None if directory is None else Path(directory)
+
+    @staticmethod
+    def key(task: dict) -> str:
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(task, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    def _path(self, task: dict) -> Path:
+        return self.dir / f"{task['kind']}-{self.key(task)}.json"
+
+    def get(self, task: dict):
+        import json
+
+        if self.dir is None or not self._path(task).exists():
+            return None
+        try:
+            d = json.loads(self._path(task).read_text())
+        except (OSError, ValueError):     # unreadable: run the task again
+            return None
+        return d["result"] if d.get("task") == json.loads(json.dumps(task, default=str)) else None
+
+    def put(self, task: dict, result) -> None:
+        import json
+
+        from hybridopt.io import atomic_write
+
+        if self.dir is None:
+            return
+
+        def plain(o):
+            if isinstance(o, np.ndarray):
+                return o.tolist()
+            if isinstance(o, np.generic):
+                return o.item()
+            raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+        with atomic_write(self._path(task)) as fh:
+            json.dump(dict(task=task, result=result), fh, default=plain)
+
+
+def run_tasks(tasks: list[dict], workers: int, progress: bool = True, cache: TaskCache | None = None) -> list[dict]:
     """Run every task (longest first) on ``workers`` processes; results in task order (a certified group
-    contributes one record per ε)."""
+    contributes one record per ε).  With a :class:`TaskCache`, tasks already in it are not run again and each
+    finished task is stored as soon as it ends."""
     from tqdm import tqdm
 
     from hybridopt.theory import simulator as S
 
-    order = sorted(range(len(tasks)), key=lambda i: -_estimated_cost(tasks[i]))
-    results: list = [None] * len(tasks)
-    bar = tqdm(total=len(tasks), desc="simulate", unit="run", disable=not progress, file=sys.stderr)
-    if workers <= 1:
+    cache = cache or TaskCache(None)
+    results: list = [cache.get(t) for t in tasks]
+    order = sorted((i for i in range(len(tasks)) if results[i] is None), key=lambda i: -_estimated_cost(tasks[i]))
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(order), desc="simulate", unit="run",
+               disable=not progress, file=sys.stderr)
+    if workers <= 1 or len(order) <= 1:
         _worker_init()
         for i in order:
             results[i] = S.run_task(tasks[i])
+            cache.put(tasks[i], results[i])
             bar.update(1)
     else:
         import multiprocessing as mp
@@ -78,6 +137,7 @@ def run_tasks(tasks: list[dict], workers: int, progress: bool = True) -> list[di
             futs = {ex.submit(S.run_task, tasks[i]): i for i in order}
             for f in as_completed(futs):
                 results[futs[f]] = f.result()
+                cache.put(tasks[futs[f]], results[futs[f]])
                 bar.update(1)
     bar.close()
     return [r for res in results for r in (res if isinstance(res, list) else [res])]
@@ -385,6 +445,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resummarize", action="store_true",
                    help="recompute the summary (slopes, certified windows, shares) of DIR/simulation.json from its "
                         "runs, without running anything, then redraw the figures")
+    p.add_argument("--fresh", action="store_true",
+                   help="run every task again (default: tasks finished by an earlier run into DIR/tasks/ are reused, "
+                        "so an interrupted sweep continues)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -430,7 +493,12 @@ def main(argv: list[str] | None = None) -> int:
     if not tasks:
         print("hybridopt simulate: nothing to run", file=sys.stderr)
         return 2
-    results = run_tasks(tasks, args.workers, progress=not args.no_progress)
+    cache = TaskCache(None if args.fresh else out / "tasks")
+    done = sum(cache.get(t) is not None for t in tasks)
+    if done:
+        print(f"hybridopt simulate: {done} of {len(tasks)} tasks already finished in {cache.dir}; continuing",
+              file=sys.stderr)
+    results = run_tasks(tasks, args.workers, progress=not args.no_progress, cache=cache)
     wall = time.perf_counter() - t0
     if load0 is not None:
         args.loadavg = dict(start=list(load0), end=list(os.getloadavg()))

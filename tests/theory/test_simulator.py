@@ -289,3 +289,38 @@ def test_json_well_formed_and_plots_from_json_alone(sweep, tmp_path, monkeypatch
     assert {"P1_familyD.png", "P2_fixed_steps.png", "P3_dimension_q.png", "P4_monitor.png"} <= {
         p.name for p in tmp_path.glob("*.png")}
     assert len(list(tmp_path.glob("*.pdf"))) == len(list(tmp_path.glob("*.png")))
+
+
+def test_an_interrupted_sweep_continues_from_its_finished_tasks(sweep, tmp_path, monkeypatch):
+    """``DIR/tasks/`` keeps each finished task: a rerun into the same DIR runs only the missing ones and gives the
+    same summary as the uninterrupted sweep; ``--fresh`` runs everything; a task whose dict changed is rerun."""
+    import shutil
+
+    out, d = sweep
+    files = sorted((out / "tasks").glob("*.json"))
+    assert files                                                         # one file per finished task
+    shutil.copytree(out / "tasks", tmp_path / "tasks")
+    lost = tmp_path / "tasks" / next(f.name for f in files if f.name.startswith("p2-"))
+    lost.unlink()                                                        # the task that was running when it stopped
+    ran = []
+    real = S.run_task
+    monkeypatch.setitem(S.SWEEPS, "quick", _tiny_sweep())
+    monkeypatch.setattr(S, "run_task", lambda t: ran.append(t["kind"]) or real(t))
+    assert sim_cli.main(["--quick", "--out", str(tmp_path), "--workers", "1", "--no-progress"]) == 0
+    assert ran == ["p2"] and lost.exists()
+    d2 = json.loads((tmp_path / "simulation.json").read_text())
+
+    def untimed(records):   # a rerun task's own timing differs; everything it measured does not
+        return [{k: v for k, v in r.items() if k not in ("cpu_s", "wall_s")} for r in records]
+
+    assert d2["slopes"] == d["slopes"] and d2["certified"] == d["certified"] and d2["block_share"] == d["block_share"]
+    assert untimed(d2["p2"]) == untimed(d["p2"]) and d2["runs"] == d["runs"] and d2["p3"] == d["p3"]
+    # a task dict that differs from the stored one is not served from the cache
+    cache = sim_cli.TaskCache(tmp_path / "tasks")
+    stored = json.loads(lost.read_text())["task"]
+    assert cache.get(stored) is not None and cache.get(dict(stored, T=stored["T"] + 1)) is None
+    ran.clear()
+    monkeypatch.setattr(S, "run_task", lambda t: ran.append(t["kind"]) or (
+        _certified_point(t) if t.get("mode") == "certified" else real(t)))
+    assert sim_cli.main(["--quick", "--fresh", "--out", str(tmp_path), "--workers", "1", "--no-progress"]) == 0
+    assert len(ran) == len(files)
