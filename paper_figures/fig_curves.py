@@ -25,21 +25,39 @@ def draw(out: str | Path) -> list[Path]:
         colors = style.cell_colors(variants.values())
         fig, axes = style.subplots(1, 2, scale=1.1)
         ax_l, ax_a = axes[0]
+        drawn_l: list = []
+        drawn_a: list = []
         for c in variants.values():
             kw = style.cell_kw(c, colors)
             col = kw["color"]
+            same_loss = near_loss = None
             losses = [np.asarray(r.result.train_loss_curve, dtype=float) for r in c.runs]
             if all(len(x) for x in losses):
                 w = loss_window(c.first.result.steps)
                 m, lo, hi = derive.band([derive.smooth(x[:, 1], w) for x in losses])
                 steps = losses[0][: len(m), 0]
-                ax_l.plot(steps, m, **{**kw, "marker": None, "lw": 1.5})
+                same_loss = style.coincident(drawn_l, steps, m)
+                # a loss curve within 1% of an earlier one everywhere is as hidden as an identical one
+                near_loss = None if same_loss else style.coincident(drawn_l, steps, m, rtol=0.01)
+                drawn_l.append((c.short, steps, m))
+                f = style.ON_TOP if same_loss or near_loss else 1.0
+                ax_l.plot(steps, m, **{**kw, **style.on_top(same_loss or near_loss), "marker": None, "lw": 1.5 * f})
                 # the t-band is clipped to the quantity's range (a loss is >= 0; with few seeds it can overshoot)
                 ax_l.fill_between(steps, np.maximum(lo, 0.0), hi, color=col, alpha=0.18, lw=0)
             devs = [np.asarray(r.result.dev_curve, dtype=float) for r in c.runs]
             m, lo, hi = derive.band([d[:, 1] for d in devs])
             steps = devs[0][: len(m), 0]
-            ax_a.plot(steps, 100 * m, **{**kw, "ms": 3.5, "lw": 1.3})
+            same_dev = style.coincident(drawn_a, steps, m)
+            drawn_a.append((c.short, steps, m))
+            f = style.ON_TOP if same_dev else 1.0
+            label = kw["label"]
+            if same_dev and same_dev == same_loss:
+                label += f"; same loss and dev curves as {same_dev}"
+            elif same_dev or same_loss:
+                label += f"; same {'dev' if same_dev else 'loss'} curve as {same_dev or same_loss}"
+            if near_loss:
+                label += f"; loss within 1% of {near_loss}"
+            ax_a.plot(steps, 100 * m, **{**kw, **style.on_top(same_dev), "label": label, "ms": 3.5 * f, "lw": 1.3 * f})
             if c.first.result.metric == "accuracy":
                 lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
             ax_a.fill_between(steps, 100 * lo, 100 * hi, color=col, alpha=0.15, lw=0)
@@ -52,7 +70,9 @@ def draw(out: str | Path) -> list[Path]:
         ax_a.set_xlabel("training step")
         ax_a.set_ylabel(f"dev {first.metric} (%)" if first.metric == "accuracy" else f"dev {first.metric}")
         ax_a.set_title(f"{style.task_label(group)}: dev {first.metric} (n = {first.sizes.dev} examples)", fontsize=8)
-        ax_a.legend(loc="best", fontsize=6.5)
+        # below the panels: the labels that say which curves coincide are long, and no data point is covered
+        fig.legend(*ax_a.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=2,
+                   fontsize=6.5, frameon=False)
         band = "mean over seeds with 95% t-band" if len(seeds) > 1 else "one seed: no band"
         fig.suptitle(f"Fine-tuning on {style.task_label(group)} with {first.model} (batch {first.config['batch_size']}, "
                      f"seeds {', '.join(map(str, seeds))}; {band})", fontsize=9)

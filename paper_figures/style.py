@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -69,6 +71,28 @@ def cell_kw(cell, colors: dict[str, str], **kw) -> dict:
     out = method_kw(cell.method, label=cell.label, color=colors.get(cell.variant, COLORS.get(cell.method, "gray")))
     out.update(kw)
     return out
+
+
+def coincident(drawn: list, x, y, rtol: float = 1e-6) -> str | None:
+    """The label of a curve in ``drawn`` ((label, x, y) triples already on the axes) that (x, y) lies on, or None.
+
+    Two methods can give the same curve (a ZO block whose step is too small to change a loss or a prediction):
+    the later one is then drawn thinner on top of the first, and its legend entry says so, instead of vanishing."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    for label, x0, y0 in drawn:
+        if x0.shape == x.shape and np.array_equal(x0, x) and np.allclose(y0, y, rtol=rtol, atol=1e-12, equal_nan=True):
+            return label
+    return None
+
+
+#: a curve drawn on top of an identical one: this fraction of the line width and marker size
+ON_TOP = 0.45
+
+
+def on_top(same: str | None) -> dict:
+    """Keywords of a curve that lies on an earlier one (``same`` from :func:`coincident`): above it, short dashes,
+    so that both colours show; {} otherwise."""
+    return dict(zorder=3, linestyle=(0, (2.5, 1.5))) if same else {}
 
 
 def task_label(task: str) -> str:

@@ -297,3 +297,42 @@ def test_diverged_count_uses_the_lr_scan_rule():
     assert derive.diverged_count([calm]) == 0
     assert derive.diverged_count([calm, blown, nan]) == 2
     assert derive.diverged_count([blown], factor=20.0) == 0
+
+
+def test_identical_curves_are_labelled_not_hidden(tmp_path, monkeypatch):
+    """Two methods with the same curve (here the fake zo-full and zo-peft) must not hide one another: the later one
+    is drawn on top, dashed and thinner, and its legend entry names the method it coincides with."""
+    import numpy as np
+
+    from hybridopt.paper_figures import fig_curves, style
+
+    x = np.arange(5.0)
+    drawn_ = [("A", x, np.ones(5)), ("B", x, 2 * np.ones(5))]
+    assert style.coincident(drawn_, x, 2 * np.ones(5)) == "B"
+    assert style.coincident(drawn_, x, 1.005 * np.ones(5)) is None
+    assert style.coincident(drawn_, x, 1.005 * np.ones(5), rtol=0.01) == "A"
+    assert style.coincident(drawn_, x[:4], np.ones(4)) is None          # other steps: not the same curve
+    folder = make_folder(tmp_path)
+    legends, styles = {}, {}
+    real = style.save
+
+    def grab(fig, out_dir, stem):
+        legends[stem] = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+        styles[stem] = {ln.get_label(): (ln.get_linewidth(), ln.get_zorder()) for ln in fig.axes[1].get_lines()}
+        return real(fig, out_dir, stem)
+
+    monkeypatch.setattr(style, "save", grab)
+    fig_curves.draw(folder)
+    labels = legends["curves_sst2"]
+    same = [t for t in labels if "same" in t]
+    assert len(same) == 1 and same[0].startswith(_method_label("zo-peft")), labels
+    assert same[0].endswith("same loss and dev curves as MeZO")
+    lw_on_top, z_on_top = styles["curves_sst2"][same[0]]
+    lw_below, z_below = styles["curves_sst2"][_method_label("zo-full")]
+    assert lw_on_top < lw_below and z_on_top > z_below
+
+
+def _method_label(method):
+    from hybridopt.methods import REGISTRY
+
+    return REGISTRY[method].label
