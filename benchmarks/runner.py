@@ -135,12 +135,13 @@ class History:
 
 # ---- building ---------------------------------------------------------------------------------
 
-def build_model(cfg: FinetuneConfig, progress: bool = False):
+def build_model(cfg: FinetuneConfig, progress: bool = False, tokenizer=None):
     """Model (+ peft adapter for the PEFT methods) and the method's (ZO, FO) blocks.
-    Deterministic: the adapter is initialised from ``cfg.seed``, so a rebuild is identical."""
+    Deterministic: the adapter is initialised from ``cfg.seed``, so a rebuild is identical.
+    ``tokenizer``: the model's, already loaded (to check the prompts before the model): not loaded twice."""
     from hybridopt.llm import attach_peft, load_model, parameter_blocks
 
-    model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, progress=progress)
+    model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, progress=progress, tokenizer=tokenizer)
     if cfg.uses_peft:
         p = cfg.peft
         model = attach_peft(model, kind=p.get("kind", "lora"), r=p.get("r", 8), alpha=p.get("alpha", 16),
@@ -171,9 +172,10 @@ def setup(cfg: FinetuneConfig, examples: dict[str, list] | None = None, comm=Non
     from .scoring import make_loss_fn
 
     examples = examples if examples is not None else load_examples(cfg)
-    model, tok, zo, fo = build_model(cfg, progress=progress)
-    if encoded is not None:   # (tokenizer, (train, dev, test)) from encode_splits, made before the model was loaded
-        tok, (train, dev, test) = encoded
+    # encoded: (tokenizer, (train, dev, test)) from encode_splits, made before the model was loaded
+    model, tok, zo, fo = build_model(cfg, progress=progress, tokenizer=encoded[0] if encoded is not None else None)
+    if encoded is not None:
+        train, dev, test = encoded[1]
     else:
         train, dev, test = encode_splits(cfg, tok, examples)
     problem = ho.ModuleProblem(model, make_loss_fn(train), zo, fo, n=len(train))

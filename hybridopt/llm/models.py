@@ -291,7 +291,7 @@ def convert_smollm2(force: bool = False, progress: bool = False) -> Path:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _load_smollm2(dtype: torch.dtype, device: str, progress: bool = False):
+def _load_smollm2(dtype: torch.dtype, device: str, progress: bool = False, tokenizer=None):
     from transformers import AutoConfig, AutoModelForCausalLM
     from safetensors.torch import load_file
     _quiet_transformers()
@@ -309,7 +309,7 @@ def _load_smollm2(dtype: torch.dtype, device: str, progress: bool = False):
                            f"unexpected={unexpected}; delete it to rebuild")
     _init_meta_buffers(model)
     model = model.to(device=device, dtype=dtype)
-    return model, _smollm2_tokenizer(path)
+    return model, tokenizer if tokenizer is not None else _smollm2_tokenizer(path)
 
 
 def _smollm2_tokenizer(path: Path):
@@ -338,14 +338,14 @@ def _init_meta_buffers(model: torch.nn.Module) -> None:
 # public API
 # ---------------------------------------------------------------------------------------------
 
-def _load_hf(name: str, dtype: torch.dtype | None, device: str, allow_download: bool):
+def _load_hf(name: str, dtype: torch.dtype | None, device: str, allow_download: bool, tokenizer=None):
     """``(model, tokenizer)`` of a Hugging Face id or directory; ``(None, tokenizer)`` when only
-    the tokenizer is wanted (``dtype``/``device`` unused then)."""
+    the tokenizer is wanted (``dtype``/``device`` unused then); a given ``tokenizer`` is returned as is."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     _quiet_transformers()
     local_only = not allow_download
     try:
-        tok = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+        tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(name, local_files_only=local_only)
         model = None if dtype is None else AutoModelForCausalLM.from_pretrained(name, dtype=dtype,
                                                                               local_files_only=local_only)
     except OSError as e:
@@ -358,7 +358,7 @@ def _load_hf(name: str, dtype: torch.dtype | None, device: str, allow_download: 
 
 def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "float32",
                device: str | torch.device = "cpu", allow_download: bool | None = None,
-               progress: bool = False):
+               progress: bool = False, tokenizer=None):
     """Load a causal LM and its tokenizer: ``(model, tokenizer)``, model in ``eval()`` mode.
 
     ``name_or_path`` is a preset name (:data:`PRESETS`), one of the presets' Hugging Face
@@ -366,6 +366,7 @@ def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "f
     models are read from the local cache only unless ``allow_download`` (default:
     ``$HYBRIDOPT_ALLOW_DOWNLOAD``).  The tokenizer always has a pad token.  ``progress``: say
     on stderr what is being loaded, downloaded or converted, and how long it took.
+    ``tokenizer``: the one :func:`load_tokenizer` gave for this model (it is not loaded again).
     """
     dt = resolve_dtype(dtype)
     device = str(device)
@@ -377,14 +378,14 @@ def load_model(name_or_path: str = "smollm2-135m", dtype: str | torch.dtype = "f
     _status(progress, f"loading model {key} ({dt}, {device})")
     if preset == "builtin:tiny-llama":
         model, tok = _load_tiny()
-        model = model.to(device=device, dtype=dt)
+        model, tok = model.to(device=device, dtype=dt), tokenizer if tokenizer is not None else tok
     elif preset == "builtin:smollm2":
         LAST_LOAD["cached"] = _smollm2_cached()
-        model, tok = _load_smollm2(dt, device, progress)
+        model, tok = _load_smollm2(dt, device, progress, tokenizer)
     elif preset is not None or key in HF_IDS:
-        model, tok = _load_hf(preset or key, dt, device, allow_download)
+        model, tok = _load_hf(preset or key, dt, device, allow_download, tokenizer)
     elif Path(key).expanduser().is_dir():
-        model, tok = _load_hf(str(Path(key).expanduser()), dt, device, allow_download=False)
+        model, tok = _load_hf(str(Path(key).expanduser()), dt, device, False, tokenizer)
     else:
         raise ValueError(f"unknown model {name_or_path!r}: not a preset ({', '.join(PRESETS)}), "
                          f"a preset's Hugging Face id ({', '.join(HF_IDS)}) or a local directory")

@@ -61,6 +61,16 @@ def test_local_directory(tmp_path, tiny_model, tiny_tok):
     ids = torch.tensor([tok("It was great")["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, tiny_model(ids).logits)
+    # the runner loads the tokenizer first (to check prompt lengths); the model's load must not load it again
+    import transformers
+
+    def no_second_load(*a, **k):
+        raise AssertionError("tokenizer loaded twice")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transformers.AutoTokenizer, "from_pretrained", no_second_load)
+        model2, tok2 = load_model(str(tmp_path), tokenizer=tok)
+    assert tok2 is tok and load_model("tiny-llama", tokenizer=tok)[1] is tok
 
 
 # ---- peft and the parameter split --------------------------------------------------------------
