@@ -44,7 +44,10 @@ from hybridopt.io import write_json
 from .config import CONFIG_DIR
 
 SCALES_DIR = CONFIG_DIR / "scales"
-SCALES = ("quick", "default", "study", "paper")
+#: the shipped presets: every ``benchmarks/configs/scales/*.json`` (a new preset is one file), the four of the
+#: README first
+SCALES = tuple(sorted((p.stem for p in SCALES_DIR.glob("*.json")),
+                      key=lambda s: ((("quick", "default", "study", "paper") + (s,)).index(s), s)))
 #: keys of a group that are not run overrides
 GROUP_KEYS = ("task", "methods", "steps", "method_overrides", "seeds")
 #: keys of a variant entry that are not run overrides
@@ -313,7 +316,7 @@ def continues(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="hybridopt reproduce", description=__doc__.split("\n\n")[0].replace("``", ""))
-    p.add_argument("--scale", default="default", help="quick, default, study or paper (or a preset JSON file)")
+    p.add_argument("--scale", default="default", help=f"{', '.join(SCALES)} (or a preset JSON file)")
     p.add_argument("--out", help="output folder (default: ./reproduce-<scale>)")
     p.add_argument("--device", help="override the preset's device (cpu, cuda, cuda:N)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate; run nothing")

@@ -61,6 +61,12 @@ def draw(out: str | Path) -> list[Path]:
             if c.first.result.metric == "accuracy":
                 lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
             ax_a.fill_between(steps, 100 * lo, 100 * hi, color=col, alpha=0.15, lw=0)
+        # one diverging run (loss 10-40 nats) would flatten every other curve at a linear scale
+        lows = [m.min() for _, _, m in drawn_l if np.isfinite(m).any() and m.min() > 0]
+        if lows and max(np.nanmax(m) for _, _, m in drawn_l) > 20 * min(lows):
+            ax_l.set_yscale("log")
+            # the t-band's lower end can reach 0 (clipped); at a log scale it is cut at half the smallest mean
+            ax_l.set_ylim(bottom=0.5 * min(lows))
         first = next(iter(variants.values())).first.result
         seeds = sorted({s for c in variants.values() for s in c.seeds})
         ax_l.set_xlabel("training step")

@@ -336,3 +336,20 @@ def _method_label(method):
     from hybridopt.methods import REGISTRY
 
     return REGISTRY[method].label
+
+
+def test_a_diverging_loss_puts_the_loss_panel_on_a_log_scale(tmp_path, monkeypatch):
+    from hybridopt.paper_figures import fig_curves, style
+
+    folder = make_folder(tmp_path)
+    scales = {}
+    real = style.save
+    monkeypatch.setattr(style, "save", lambda fig, d, stem: scales.setdefault(stem, fig.axes[0].get_yscale())
+                        and real(fig, d, stem))
+    for s in SEEDS:     # the 1e-4 hybrid's loss grows to ~50 nats (the study's 3e-4 runs went to ~26)
+        path = folder / "runs" / "sst2" / "hybrid-lrx1e-4" / f"seed{s}" / "result.json"
+        d = json.loads(path.read_text())
+        d["train_loss_curve"] = [[st, 0.7 * math.exp(0.35 * st)] for st, _ in d["train_loss_curve"]]
+        write_json(path, d)
+    fig_curves.draw(folder)
+    assert scales["curves_sst2"] == "log" and scales["curves_wsc"] == "linear"
