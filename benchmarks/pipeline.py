@@ -1,7 +1,8 @@
 """``hybridopt reproduce``: run whatever results are missing, then draw every figure and table.
 
-    hybridopt reproduce [--scale quick|default|study|paper] [--out DIR] [--dry-run] [--figures-only]
+    hybridopt reproduce [--scale quick|default|study|paper|...] [--out DIR] [--dry-run] [--figures-only]
                         [--device cpu|cuda] [--no-progress]
+    hybridopt reproduce --scale S --calibrate [--out DIR]   # measure the preset's "estimate" block here
 
 1. reads the scale preset ``benchmarks/configs/scales/<scale>.json`` and copies it to
    ``DIR/scale.json`` (a folder holds one scale: a different preset there is refused);
@@ -321,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", help="override the preset's device (cpu, cuda, cuda:N)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate; run nothing")
     p.add_argument("--figures-only", action="store_true", help="run nothing; redraw figures and report")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure this machine's step and evaluation times with one short probe per (task, method) "
+                        "of the preset (into --out, default ./calibrate-<scale>) and print the preset's estimate "
+                        "block")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     t_start = time.time()
@@ -329,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, json.JSONDecodeError) as e:
         print(f"hybridopt reproduce: error: {e}", file=sys.stderr)
         return 2
-    out = Path(a.out or f"reproduce-{scale['name']}")
-    if problem := _check_folder(out, scale):
+    out = Path(a.out or f"{'calibrate' if a.calibrate else 'reproduce'}-{scale['name']}")
+    if not a.calibrate and (problem := _check_folder(out, scale)):
         print(f"hybridopt reproduce: error: {problem}", file=sys.stderr)
         return 2
     jobs = plan_runs(scale, a.device)
@@ -346,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         # the plan of a GPU preset can be read on any machine; its runs would fail here
         print(f"hybridopt reproduce: warning: preset {scale['name']!r} cannot run on this machine: {e}",
               file=sys.stderr)
+    if a.calibrate:
+        from .calibrate import main as calibrate
+
+        return calibrate(scale, out, not a.no_progress)
     missing = [j for j in jobs if not (j.run_dir(out) / "result.json").is_file()]
     sim_wanted = scale.get("simulator") is not None
     sim_missing = sim_wanted and not (out / "simulation" / "simulation.json").is_file()

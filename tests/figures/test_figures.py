@@ -238,7 +238,10 @@ def test_schema_round_trip_versions_and_errors(tmp_path):
 def test_presets_plan_and_validate():
     from hybridopt.benchmarks.config import build_config
 
-    for name in ("quick", "default", "study", "paper"):
+    from hybridopt.benchmarks.pipeline import SCALES
+
+    assert SCALES[:4] == ("quick", "default", "study", "paper")
+    for name in SCALES:
         scale = load_scale(name)
         jobs = plan_runs(scale)
         assert all(isinstance(j, Job) for j in jobs)
@@ -254,20 +257,31 @@ def test_presets_plan_and_validate():
             for g in {j.group for j in jobs}:
                 assert len({j.overrides["steps"] for j in jobs if j.group == g}) == 1, (name, g)
     assert {j.overrides["model"] for j in plan_runs(load_scale("paper"))} == {"opt-1.3b", "vicuna-7b", "llama-7b"}
-    study = plan_runs(load_scale("study"))
-    assert {j.overrides["model"] for j in study} == {"smollm2-135m"}
-    sst2 = [j for j in study if j.group == "sst2"]
-    assert {j.method for j in sst2} == {"fo-peft", "fo-full", "zo-full", "hybrid"}
-    assert len({j.overrides["optimizer"]["lr_x"] for j in sst2 if j.method == "hybrid"}) >= 3
-    assert len({j.seed for j in sst2}) >= 3
-    assert all(j.overrides.get("n_test") is None and j.overrides["n_dev"] >= 200 for j in sst2)   # full test split
+    # every study preset (issue #14's design): the CPU model, the four methods, >= 3 lr_x, >= 3 seeds, the full
+    # test split, dev >= 200 examples or all of a smaller dev split; its estimate within the 150-minute budget
+    from hybridopt.benchmarks.pipeline import estimate_seconds
+
+    for name in (s for s in SCALES if s.startswith("study")):
+        scale = load_scale(name)
+        study = plan_runs(scale)
+        assert {j.overrides["model"] for j in study} == {"smollm2-135m"}
+        for g in {j.group for j in study}:
+            runs = [j for j in study if j.group == g]
+            assert {j.method for j in runs} == {"fo-peft", "fo-full", "zo-full", "hybrid"}, name
+            assert len({j.overrides["optimizer"]["lr_x"] for j in runs if j.method == "hybrid"}) >= 3, name
+            assert len({j.seed for j in runs}) >= 3
+            assert all(j.overrides.get("n_test") is None for j in runs)                     # full test split
+            assert all(j.overrides["n_dev"] is None or j.overrides["n_dev"] >= 200 for j in runs)
+        assert sum(estimate_seconds(j, scale) for j in study) <= 150 * 60, name
 
 
 def test_run_config_files_round_trip_through_the_cli_config_loader(tmp_path):
     """Each run's config.json (what `hybridopt finetune --config` gets) rebuilds the same config."""
     from hybridopt.benchmarks.config import build_config
 
-    for name in ("quick", "default", "study"):
+    from hybridopt.benchmarks.pipeline import SCALES
+
+    for name in (s for s in SCALES if s != "paper"):
         for j in plan_runs(load_scale(name)):
             cfg = build_config(j.task, j.method, None, j.overrides)
             d = {k: v for k, v in cfg.to_dict().items() if not (k == "peft" and not cfg.uses_peft)}

@@ -60,3 +60,35 @@ def test_a_preset_may_continue_a_folder_only_unchanged_or_with_groups_appended()
     assert not continues(old, dict(old, groups=[dict(g, steps=80)]))                          # edited group
     assert not continues(old, dict(old, groups=[]))                                           # removed
     assert not continues(old, dict(old, seeds=[0, 1]))
+
+
+def test_calibrate_measures_the_estimate_block_of_a_preset(tmp_path, capsys):
+    """``--calibrate`` runs one short probe per (task, method) — not per variant or seed — and prints an estimate
+    block that ``--dry-run`` can use as it is."""
+    from hybridopt.benchmarks import calibrate
+    from hybridopt.benchmarks.pipeline import estimate_seconds, load_scale, plan_runs
+    from hybridopt.io import write_json
+
+    scale = load_scale("quick")
+    scale["groups"] = [dict(scale["groups"][1], methods=["fo-peft", "hybrid", {
+        "name": "hybrid-lrx1e-4", "method": "hybrid", "optimizer": {"lr_x": 1e-4}}])]
+    scale["seeds"] = [0, 1]
+    write_json(tmp_path / "p.json", scale)
+    probes = calibrate.probe_jobs(scale)
+    assert [(j.task, j.method) for j in probes] == [("wsc", "fo-peft"), ("wsc", "hybrid")]
+    assert all(j.overrides["steps"] == calibrate.STEPS and j.overrides["n_dev"] == calibrate.N_EVAL for j in probes)
+    out = tmp_path / "cal"
+    assert cli(["reproduce", "--scale", str(tmp_path / "p.json"), "--calibrate", "--out", str(out),
+                "--no-progress"]) == 0
+    block = json.loads((out / "estimate.json").read_text())
+    assert json.loads(capsys.readouterr().out) == block
+    assert set(block["seconds_per_step"]) == {"wsc/fo-peft", "wsc/hybrid"}
+    assert all(v > 0 for v in block["seconds_per_step"].values()) and block["seconds_per_eval_example"]["wsc"] > 0
+    assert block["split_sizes"] == {"wsc": {"dev": 101, "test": 104}}
+    r = json.loads((out / "runs" / "wsc" / "hybrid" / "seed0" / "result.json").read_text())
+    assert block["seconds_per_step"]["wsc/hybrid"] == round(calibrate.measure(r)["seconds_per_step"], 2)
+    assert len(r["step_seconds"]) == calibrate.STEPS
+    # the block drives the estimate of every run (a hybrid variant costs what the hybrid costs)
+    new = dict(scale, estimate=block)
+    est = {j.variant: estimate_seconds(j, new) for j in plan_runs(new) if j.seed == 0}
+    assert est["hybrid"] == est["hybrid-lrx1e-4"] > 0
