@@ -96,7 +96,7 @@ def _p1_panel(ax, runs, slopes, consts, mode, metric, law="gaussian"):
                 hi_e = max(hi_e, 1.6 * max(b[0] for b in bps))
             grid = np.geomspace(lo_e, hi_e, 300)
             lab = "T_req(ε)" if mode == "certified" else f"T_req(ε) with s·η (s={s:g}; not a guarantee)"
-            ax.plot(grid, _treq(c, grid, s, law), "-", color=col, lw=1.2, alpha=0.8, label=f"{lab}  [{_short(inst)}]")
+            ax.plot(grid, _treq(c, grid, s, law), "-", color=col, lw=1.2, alpha=0.8, label=f"{lab}\n[{_short(inst)}]")  # two lines: side-by-side legends overlapped
             for bp, name in bps:
                 ax.axvline(bp, color=col, ls=":", lw=0.8)
                 ax.text(bp, _treq(c, np.array([bp]), s, law)[0], f" {name}", color=col, fontsize=7, va="bottom")
