@@ -248,7 +248,8 @@ def test_presets_plan_and_validate():
         assert len({j.name for j in jobs}) == len(jobs)
         seeds = [j.seed for j in jobs]
         assert seeds == sorted(seeds)                               # seed by seed: a partial run has whole seeds
-        assert {"fo-peft", "hybrid"} <= {j.method for j in jobs if j.task == "sst2"}
+        for task in {j.task for j in jobs}:       # every task of every preset compares the hybrid with PEFT
+            assert {"fo-peft", "hybrid"} <= {j.method for j in jobs if j.task == task}, (name, task)
         for j in jobs:
             if name != "paper":      # the paper preset needs its GPU and models to validate
                 build_config(j.task, j.method, None, j.overrides)
