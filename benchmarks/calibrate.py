@@ -28,6 +28,11 @@ STEPS = 5
 N_EVAL = 32
 
 
+def sig(x: float) -> float:
+    """Three significant digits (a fast model's seconds per example must not round to 0)."""
+    return float(f"{x:.3g}")
+
+
 def probe_jobs(scale: dict[str, Any]) -> list:
     """One probe per (task, method) of the preset: its first job, cut to a few steps and examples."""
     from .pipeline import plan_runs
@@ -77,7 +82,7 @@ def calibrate(scale: dict[str, Any], work: Path, progress: bool = False) -> dict
         if rc != 0:
             raise RuntimeError(f"calibration probe {j.task}/{j.method} failed (exit {rc}); see {j.run_dir(work)}")
         m = measure(json.loads((j.run_dir(work) / "result.json").read_text()))
-        per[f"{j.task}/{j.method}"] = round(m["seconds_per_step"], 2)
+        per[f"{j.task}/{j.method}"] = sig(m["seconds_per_step"])
         spe.setdefault(j.task, []).append(m["seconds_per_eval_example"])
         over.append(m["overhead_s"])
     jobs = probe_jobs(scale)
@@ -90,7 +95,7 @@ def calibrate(scale: dict[str, Any], work: Path, progress: bool = False) -> dict
                 f"the median step without the first, evaluation seconds per evaluated example (the median over "
                 f"the task's methods), wall minus training and evaluation per run (the median)"),
         "seconds_per_step": per,
-        "seconds_per_eval_example": {t: round(statistics.median(v), 3) for t, v in spe.items()},
+        "seconds_per_eval_example": {t: sig(statistics.median(v)) for t, v in spe.items()},
         "split_sizes": _split_sizes(sorted({j.task for j in jobs})),
         "seconds_per_run_overhead": round(statistics.median(over)),
     }
