@@ -77,7 +77,8 @@ def calibrate(scale: dict[str, Any], work: Path, progress: bool = False) -> dict
     work = Path(work)
     per, spe, over = {}, {}, []
     load0, t0 = _loadavg(), time.time()
-    for j in probe_jobs(scale):
+    jobs = probe_jobs(scale)
+    for j in jobs:
         rc, _ = run_one(j, work, dict(scale, isolate_runs=True), progress)
         if rc != 0:
             raise RuntimeError(f"calibration probe {j.task}/{j.method} failed (exit {rc}); see {j.run_dir(work)}")
@@ -85,7 +86,6 @@ def calibrate(scale: dict[str, Any], work: Path, progress: bool = False) -> dict
         per[f"{j.task}/{j.method}"] = sig(m["seconds_per_step"])
         spe.setdefault(j.task, []).append(m["seconds_per_eval_example"])
         over.append(m["overhead_s"])
-    jobs = probe_jobs(scale)
     batch = sorted({j.overrides.get("batch_size") for j in jobs})
     return {
         "how": (f"hybridopt reproduce --scale {scale['name']} --calibrate: one probe per (task, method) of this preset "
@@ -117,7 +117,8 @@ def main(scale: dict[str, Any], out: Path, progress: bool) -> int:
     write_json(out / "estimate.json", block)
     print(json.dumps(block, indent=2))
     new = dict(scale, estimate={**scale.get("estimate", {}), **block})
-    total = sum(estimate_seconds(j, new) for j in plan_runs(new))
+    runs = plan_runs(new)
+    total = sum(estimate_seconds(j, new) for j in runs)
     print(f"reproduce: preset {scale['name']!r} with this estimate: {_duration(total)} for all "
-          f"{len(plan_runs(new))} runs (put the block into the preset's \"estimate\")", file=sys.stderr)
+          f"{len(runs)} runs (put the block into the preset's \"estimate\")", file=sys.stderr)
     return 0

@@ -40,8 +40,7 @@ def draw(out: str | Path) -> list[Path]:
                 # a loss curve within 1% of an earlier one everywhere is as hidden as an identical one
                 near_loss = None if same_loss else style.coincident(drawn_l, steps, m, rtol=0.01)
                 drawn_l.append((c.short, steps, m))
-                f = style.ON_TOP if same_loss or near_loss else 1.0
-                ax_l.plot(steps, m, **{**kw, **style.on_top(same_loss or near_loss), "marker": None, "lw": 1.5 * f})
+                ax_l.plot(steps, m, **{**kw, **style.line_kw(same_loss or near_loss, 1.5), "marker": None})
                 # the t-band is clipped to the quantity's range (a loss is >= 0; with few seeds it can overshoot)
                 ax_l.fill_between(steps, np.maximum(lo, 0.0), hi, color=col, alpha=0.18, lw=0)
             devs = [np.asarray(r.result.dev_curve, dtype=float) for r in c.runs]
@@ -49,7 +48,6 @@ def draw(out: str | Path) -> list[Path]:
             steps = devs[0][: len(m), 0]
             same_dev = style.coincident(drawn_a, steps, m)
             drawn_a.append((c.short, steps, m))
-            f = style.ON_TOP if same_dev else 1.0
             label = kw["label"]
             if same_dev and same_dev == same_loss:
                 label += f"; same loss and dev curves as {same_dev}"
@@ -57,7 +55,7 @@ def draw(out: str | Path) -> list[Path]:
                 label += f"; same {'dev' if same_dev else 'loss'} curve as {same_dev or same_loss}"
             if near_loss:
                 label += f"; loss within 1% of {near_loss}"
-            ax_a.plot(steps, 100 * m, **{**kw, **style.on_top(same_dev), "label": label, "ms": 3.5 * f, "lw": 1.3 * f})
+            ax_a.plot(steps, 100 * m, **{**kw, **style.line_kw(same_dev, 1.3, 3.5), "label": label})
             if c.first.result.metric == "accuracy":
                 lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
             ax_a.fill_between(steps, 100 * lo, 100 * hi, color=col, alpha=0.15, lw=0)

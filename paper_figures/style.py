@@ -89,10 +89,12 @@ def coincident(drawn: list, x, y, rtol: float = 1e-6) -> str | None:
 ON_TOP = 0.45
 
 
-def on_top(same: str | None) -> dict:
-    """Keywords of a curve that lies on an earlier one (``same`` from :func:`coincident`): above it, short dashes,
-    so that both colours show; {} otherwise."""
-    return dict(zorder=3, linestyle=(0, (2.5, 1.5))) if same else {}
+def line_kw(same: str | None, lw: float, ms: float | None = None) -> dict:
+    """Width (and marker size) of a curve; one that lies on an earlier curve (``same`` from :func:`coincident`) is
+    drawn above it, thinner, in short dashes, so that both colours show."""
+    f = ON_TOP if same else 1.0
+    out = dict(lw=lw * f, **({} if ms is None else {"ms": ms * f}))
+    return dict(out, zorder=3, linestyle=(0, (2.5, 1.5))) if same else out
 
 
 def task_label(task: str) -> str:

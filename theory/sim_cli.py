@@ -122,6 +122,9 @@ def run_tasks(tasks: list[dict], workers: int, progress: bool = True, cache: Tas
     cache = cache or TaskCache(None)
     results: list = [cache.get(t) for t in tasks]
     order = sorted((i for i in range(len(tasks)) if results[i] is None), key=lambda i: -_estimated_cost(tasks[i]))
+    if len(order) < len(tasks):
+        print(f"hybridopt simulate: {len(tasks) - len(order)} of {len(tasks)} tasks already finished in {cache.dir}; "
+              "continuing", file=sys.stderr)
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(order), desc="simulate", unit="run",
                disable=not progress, file=sys.stderr)
     if workers <= 1 or len(order) <= 1:
@@ -494,10 +497,6 @@ def main(argv: list[str] | None = None) -> int:
         print("hybridopt simulate: nothing to run", file=sys.stderr)
         return 2
     cache = TaskCache(None if args.fresh else out / "tasks")
-    done = sum(cache.get(t) is not None for t in tasks)
-    if done:
-        print(f"hybridopt simulate: {done} of {len(tasks)} tasks already finished in {cache.dir}; continuing",
-              file=sys.stderr)
     results = run_tasks(tasks, args.workers, progress=not args.no_progress, cache=cache)
     wall = time.perf_counter() - t0
     if load0 is not None:
