@@ -45,7 +45,8 @@ LEVEL = 0.95
 SUPPORTED = "supported"
 CONTRADICTED = "contradicted"
 UNDECIDED = "not distinguishable at this scale"
-NO_INTERVAL = "no verdict (one seed: no interval)"
+MIN_SEEDS = 3     # the brief's evidence standard: a verdict needs an interval over at least three seeds
+NO_INTERVAL = "no verdict (fewer than three seeds)"
 
 
 def _run(r: Any) -> RunResult:
@@ -276,9 +277,10 @@ def verdict(diffs: Sequence[float], claim: str, fmt: str = ".3g") -> str:
 
     ``claim`` = ``"not_worse"`` (d ≥ 0: supported when the interval's lower end ≥ 0, contradicted
     when its upper end < 0), ``"greater"`` (d > 0: supported when lo > 0, contradicted when hi ≤ 0)
-    or ``"less"`` (d < 0: supported when hi < 0, contradicted when lo ≥ 0).  The text says why."""
+    or ``"less"`` (d < 0: supported when hi < 0, contradicted when lo ≥ 0).  The text says why;
+    fewer than :data:`MIN_SEEDS` differences give :data:`NO_INTERVAL`."""
     iv = interval(diffs)
-    if iv.half is None:
+    if iv.n < MIN_SEEDS:    # two seeds give an interval (t with one d.o.f.), but too fragile to judge on
         return NO_INTERVAL
     span = f"95% interval [{_num(iv.lo, fmt)}, {_num(iv.hi, fmt)}]"
     if claim == "not_worse":

@@ -109,7 +109,7 @@ def section_title(c: Context) -> list[str]:
               "initialised* two-layer model (no pretrained weights): its accuracies are at chance level and say "
               "nothing about the paper's claims. This scale checks that every stage runs and every figure and "
               "table is drawn. Use `--scale study` (SmolLM2-135M, several seeds) for evidence.", ""]
-    if c.scale.get("illustration_only") or c.max_seeds < 2:
+    if c.scale.get("illustration_only") or c.max_seeds < derive.MIN_SEEDS:
         d += ["> **Illustration only.** Too few seeds per cell for an interval that means anything: the "
               "tables show the numbers and the claims table gives no verdict it cannot support. The study "
               "(`hybridopt reproduce --scale study`) is the evidence.", ""]

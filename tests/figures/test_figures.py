@@ -181,6 +181,7 @@ def test_intervals_and_verdicts():
     assert derive.verdict([0.30, 0.31, 0.32], "greater").startswith(derive.SUPPORTED)
     assert derive.verdict([0.1, 0.2, 0.3], "greater").startswith(derive.UNDECIDED)       # t with two d.o.f. is wide
     assert derive.verdict([4.0], "less") == derive.NO_INTERVAL
+    assert derive.verdict([-2.0, -3.0], "less") == derive.NO_INTERVAL               # two seeds: an interval, no verdict
     assert sorted(derive.OPS) == sorted(set(derive.OPS)) and all(callable(f) for f in derive.OPS.values())
 
 
