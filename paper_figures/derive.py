@@ -47,6 +47,7 @@ CONTRADICTED = "contradicted"
 UNDECIDED = "not distinguishable at this scale"
 MIN_SEEDS = 3     # the brief's evidence standard: a verdict needs an interval over at least three seeds
 NO_INTERVAL = "no verdict (fewer than three seeds)"
+NO_TARGET = "no verdict (the untrained model already meets the target: no steps to count)"
 
 
 def _run(r: Any) -> RunResult:
@@ -311,7 +312,12 @@ def verdict_paired(a: Sequence[float], b: Sequence[float], claim: str, scale: fl
 
 def verdict_to_target(runs: Sequence[dict], others: Sequence[dict], refs: Sequence[dict], frac: float,
                       unit: str = "steps", fmt: str = ".3g") -> str:
-    """Verdict on "runs need fewer steps (seconds) to the target than others"."""
+    """Verdict on "runs need fewer steps (seconds) to the target than others".  When both sides
+    meet the target at step 0 in every seed (the untrained model already reaches it, e.g. when
+    the reference's best dev accuracy is its zero-shot one), there are no steps to count:
+    :data:`NO_TARGET`, not a verdict on a difference that is 0 by construction."""
+    if all(s == 0 for s in to_target(runs, refs, frac) + to_target(others, refs, frac)):
+        return NO_TARGET
     return verdict(paired(to_target(runs, refs, frac, unit), to_target(others, refs, frac, unit)), "less", fmt)
 
 

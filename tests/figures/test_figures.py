@@ -197,6 +197,14 @@ def test_steps_seconds_and_contributions():
     assert derive.seconds_to_step(fast, s) == pytest.approx(sum(fast["step_seconds"][: int(s)]))
     assert derive.to_target([fast, slow], [ref, ref], frac, "seconds")[1] == pytest.approx(sum(slow["step_seconds"]))
     assert derive.target_stat([fast, slow], [ref, ref], frac, part="reached") == 1
+    # the untrained model already meets the target: no verdict on "fewer steps", in steps or seconds
+    flat = [fake_result("sst2", "fo-full", speed=0.0, seed=k) for k in range(3)]   # best dev = the zero-shot one
+    hyb = [fake_result("sst2", "hybrid", speed=2.0, seed=k) for k in range(3)]
+    peft = [fake_result("sst2", "fo-peft", speed=1.0, seed=k) for k in range(3)]
+    for unit in ("steps", "seconds"):
+        assert derive.verdict_to_target(hyb, peft, flat, frac, unit) == derive.NO_TARGET
+    refs = [fake_result("sst2", "fo-full", speed=1.0, seed=k) for k in range(3)]
+    assert derive.verdict_to_target(hyb, peft, refs, frac).startswith(derive.SUPPORTED)   # 2x faster: fewer steps
     dz, df = derive.contribution(fast, "zo"), derive.contribution(fast, "fo")
     assert dz == pytest.approx(-sum(fast["changes"]["zo_first"])) and dz > 0 and df > 0
     assert derive.zo_share(fast) == pytest.approx(dz / (dz + df))
