@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from matplotlib import ticker
 
 from . import derive, style
 from .results import cells, hybrids
@@ -26,6 +27,23 @@ def linthresh(curves: list[np.ndarray]) -> float:
     at the end of a curve, so every curve's end is on the logarithmic part."""
     ends = [abs(float(c[-1])) for c in curves if len(c) and c[-1] != 0]
     return max(min(ends) / 10, 1e-12) if ends else 1.0
+
+
+class _OutsideLinear(ticker.Locator):
+    """The ticks of ``inner`` without those strictly inside (−linthresh, linthresh), 0 kept."""
+
+    def __init__(self, inner: ticker.Locator, lt: float) -> None:
+        self.inner, self.lt = inner, lt
+
+    def set_axis(self, axis) -> None:
+        super().set_axis(axis)
+        self.inner.set_axis(axis)
+
+    def __call__(self):
+        return [t for t in self.inner() if t == 0 or abs(t) >= self.lt * (1 - 1e-9)]
+
+    def tick_values(self, vmin, vmax):
+        return [t for t in self.inner.tick_values(vmin, vmax) if t == 0 or abs(t) >= self.lt * (1 - 1e-9)]
 
 
 def draw(out: str | Path) -> list[Path]:
@@ -64,7 +82,10 @@ def draw(out: str | Path) -> list[Path]:
                 ax_s.fill_between(x, lo, hi, color=col, alpha=0.12, lw=0)
                 seen[ax_s].append(m)
         for ax in (ax_d, ax_s):
-            ax.set_yscale("symlog", linthresh=linthresh(seen[ax]))
+            lt = linthresh(seen[ax])
+            ax.set_yscale("symlog", linthresh=lt)
+            # decades inside the linear range sit on top of 0's label: keep 0 and the logarithmic part only
+            ax.yaxis.set_major_locator(_OutsideLinear(ax.yaxis.get_major_locator(), lt))
             ax.set_xlabel("training step")
         ax_s.axhline(0, color="black", lw=0.8)
         ax_d.set_ylabel("accumulated predicted decrease of f_B (nats)")
