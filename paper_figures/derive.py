@@ -94,6 +94,12 @@ def steps_to_target(dev_curve: Sequence[Sequence[float]], ref_best: float, frac:
     return None
 
 
+def met_untrained(steps: Sequence[float]) -> bool:
+    """Whether every run met the target at step 0 (the untrained model reaches it): steps-to-target
+    then counts nothing, and no claim about it can be judged (:data:`NO_TARGET`)."""
+    return bool(steps) and all(s == 0 for s in steps)
+
+
 def target_value(ref_best: float, frac: float) -> float | None:
     return None if ref_best is None else frac * ref_best
 
@@ -316,9 +322,12 @@ def verdict_to_target(runs: Sequence[dict], others: Sequence[dict], refs: Sequen
     meet the target at step 0 in every seed (the untrained model already reaches it, e.g. when
     the reference's best dev accuracy is its zero-shot one), there are no steps to count:
     :data:`NO_TARGET`, not a verdict on a difference that is 0 by construction."""
-    if all(s == 0 for s in to_target(runs, refs, frac) + to_target(others, refs, frac)):
+    steps_a, steps_b = to_target(runs, refs, frac), to_target(others, refs, frac)
+    if met_untrained(steps_a + steps_b):
         return NO_TARGET
-    return verdict(paired(to_target(runs, refs, frac, unit), to_target(others, refs, frac, unit)), "less", fmt)
+    if unit != "steps":
+        steps_a, steps_b = to_target(runs, refs, frac, unit), to_target(others, refs, frac, unit)
+    return verdict(paired(steps_a, steps_b), "less", fmt)
 
 
 def verdict_zo_share(runs: Sequence[dict], order: str = "first", fmt: str = ".2g") -> str:

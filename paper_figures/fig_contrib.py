@@ -39,11 +39,14 @@ class _OutsideLinear(ticker.Locator):
         super().set_axis(axis)
         self.inner.set_axis(axis)
 
+    def _keep(self, ticks) -> list[float]:
+        return [t for t in ticks if t == 0 or abs(t) >= self.lt * (1 - 1e-9)]   # the tick at ±linthresh stays
+
     def __call__(self):
-        return [t for t in self.inner() if t == 0 or abs(t) >= self.lt * (1 - 1e-9)]
+        return self._keep(self.inner())
 
     def tick_values(self, vmin, vmax):
-        return [t for t in self.inner.tick_values(vmin, vmax) if t == 0 or abs(t) >= self.lt * (1 - 1e-9)]
+        return self._keep(self.inner.tick_values(vmin, vmax))
 
 
 def draw(out: str | Path) -> list[Path]:

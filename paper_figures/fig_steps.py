@@ -73,8 +73,8 @@ def draw(out: str | Path) -> list[Path]:
             ax.set_xticks(np.arange(len(names)), [t["rows"][v]["cell"].short for v in names], rotation=35,
                           ha="right", fontsize=6.5)
             ax.set_ylim(bottom=0)
-            if all(st == 0 for r in t["rows"].values() for st in r["steps"]):
-                # zero-shot meets the target in every run (derive.NO_TARGET): say so rather than draw an empty axis
+            if derive.met_untrained([st for r in t["rows"].values() for st in r["steps"]]):
+                # nothing to count (derive.NO_TARGET): say so rather than draw an empty axis
                 ax.text(0.5, 0.5, "every run meets the target at step 0:\nthe untrained model reaches it, "
                         "nothing to count", transform=ax.transAxes, ha="center", va="center", fontsize=7.5,
                         color="0.3")
