@@ -71,6 +71,7 @@ def _worker(rank, world, port, path):
                            "per_step": comm.stats.per_step}
         if rank == 0:
             torch.save(out, path)
+        dist.barrier()    # neither rank tears gloo down while the other still works (a suite run once aborted rank 1)
     finally:
         dist.destroy_process_group()
 
@@ -128,6 +129,7 @@ def _quad_worker(rank, world, port, path):
             sizes[d] = comm.stats.per_step
         if rank == 0:
             torch.save(sizes, path)
+        dist.barrier()    # neither rank tears gloo down while the other still works (a suite run once aborted rank 1)
     finally:
         dist.destroy_process_group()
 
