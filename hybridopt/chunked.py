@@ -1,11 +1,14 @@
-"""Probes of large ``nn.Linear`` / ``nn.Embedding`` weights without a copy of them.
+"""Probes of ``nn.Linear`` / large ``nn.Embedding`` weights in a sweep, without a copy of them.
 
 For a weight W of more than ``SweepContext.chunk_elements`` elements the probe points W ± μU
 are never formed whole (that would cost a temporary as large as the biggest matrix, e.g. a
 tied 50k-vocabulary embedding).  In a sweep (:mod:`hybridopt.module_sweep`):
 
-* ``nn.Linear``:  for each row chunk c of W — apply the pending update to W_c in place, draw
-  U_c once, then y_h[..., c] = x_h (W_c ± μU_c)ᵀ + b_c for each half h of the batch;
+* ``nn.Linear`` (every exact one, in one chunk when small): for each row chunk c of W — apply
+  the pending update to W_c in place, draw U_c once, form W_c + μU_c and W_c − μU_c side by side,
+  then Y[h, :, c] = X_h (W_c ± μU_c)ᵀ + b_c for both halves h of a paired probe in **one batched
+  matmul** (the halves of the doubled batch are the two batch entries of X), so the outputs need
+  no concatenation (and each half's product is the same ``mm`` as a separate forward's);
 * ``nn.Embedding``: (W ± μU)[ids] = W'[ids] ± μ U[ids], where W' = W after the pending update,
   read out of place; only the direction blocks holding the looked-up rows are drawn.
 
@@ -14,6 +17,7 @@ product μU, one sum, each rounded once), so only the matmul's blocking can diff
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,35 +28,55 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def chunkable(module: torch.nn.Module, name: str, p: torch.Tensor, chunks: int) -> bool:
-    """True when ``module``'s ``name`` parameter is probed chunk by chunk: an exact
-    ``nn.Linear``/``nn.Embedding`` (subclasses may override ``forward``) whose weight spans
-    more than one chunk."""
-    if name != "weight" or chunks < 2:
+    """True when ``module``'s ``name`` parameter is probed by this module's forwards: the weight of
+    an exact ``nn.Linear`` (subclasses may override ``forward``), or of an exact ``nn.Embedding``
+    that spans more than one chunk (a small one is perturbed whole, by the generic path)."""
+    if name != "weight":
         return False
     if type(module) is torch.nn.Linear:
         return True
-    return type(module) is torch.nn.Embedding and module.max_norm is None
+    return chunks >= 2 and type(module) is torch.nn.Embedding and module.max_norm is None
 
 
-def linear_forward(sweep: "ModuleSweep", module: torch.nn.Linear, j: int, xs: list[torch.Tensor],
-                   signs: list[float], biases: list[torch.Tensor | None]) -> list[torch.Tensor]:
+def linear_forward(sweep: "ModuleSweep", module: torch.nn.Linear, j: int, x: torch.Tensor,
+                   signs: list[float], biases: list[torch.Tensor | None]) -> torch.Tensor:
+    """The module's output at W ± μU (one sign: ``x``'s output; two: the doubled batch's, its
+    first half at + and second at −) for ZO weight ``j``; ``biases[h]`` is half h's bias."""
     weight = module._parameters["weight"]
     ctx, d, pending = sweep.context, sweep.directions, sweep.pending
     sweep._touch(j)
-    outs = [x.new_empty(x.shape[:-1] + (weight.shape[0],)) for x in xs]
-    for k, (a, b) in enumerate(d.plan(j)):
+    n_out, halves = weight.shape[0], len(signs)
+    # paired: X[h] = half h's rows, flattened (the doubled batch's first dimension is 2B)
+    X = x if halves == 1 else x.reshape(2, -1, x.shape[-1])
+    bias = biases[0] if halves == 1 else (None if biases[0] is None else torch.stack(biases).unsqueeze(1))
+    chunks = d.plan(j)
+    out = None if len(chunks) == 1 else X.new_empty(X.shape[:-1] + (n_out,))
+    for k, (a, b) in enumerate(chunks):
         if pending is not None:
             pending.apply_chunk(j, k)
         shape = (b - a,) + tuple(weight.shape[1:])
-        with ctx.arena.lease("chunk-su", shape, d.draw_dtype(j), weight.device) as su, \
-                ctx.arena.lease("chunk-p", shape, weight.dtype, weight.device) as pw:
+        # μ·u is drawn into the last perturbed slot when it has the draw's dtype (fp32/fp64): that
+        # slot is written last, in place, so the chunk's scratch is two chunks, as with one sign
+        inplace = d.draw_dtype(j) == weight.dtype
+        with ctx.arena.lease("chunk-p", (halves,) + shape, weight.dtype, weight.device) as pw, \
+                (contextlib.nullcontext(pw[-1]) if inplace else
+                 ctx.arena.lease("chunk-su", shape, d.draw_dtype(j), weight.device)) as su:
             d.chunk(sweep.point.probe, j, a, b, su, factor=sweep.mu)   # μ·u, one rounding per element
             w = weight.detach()[a:b]
-            for x, s, bias, out in zip(xs, signs, biases, outs):
-                with ctx.phase("perturb"):
-                    (torch.add if s > 0 else torch.sub)(w, su, out=pw)
-                out[..., a:b] = F.linear(x, pw, None if bias is None else bias[a:b])
-    return outs
+            with ctx.phase("perturb"):
+                for h, s in enumerate(signs):
+                    (torch.add if s > 0 else torch.sub)(w, su, out=pw[h])
+            if halves == 1:
+                y = F.linear(X, pw[0], None if bias is None else bias[a:b])
+            elif bias is None:
+                y = torch.bmm(X, pw.transpose(1, 2))
+            else:
+                y = torch.baddbmm(bias[..., a:b], X, pw.transpose(1, 2))
+        if out is None:
+            out = y
+        else:
+            out[..., a:b] = y
+    return out.view(x.shape[:-1] + (n_out,))
 
 
 def embedding_forward(sweep: "ModuleSweep", module: torch.nn.Embedding, j: int, xs: list[torch.Tensor],

@@ -8,9 +8,10 @@ formed out of place in arena memory for the duration of that module's call:
 * **paired probe** (the default estimator): the problem's model is called with its batch
   doubled (:mod:`hybridopt.pairs`); each owner module draws u for its tensors *once*, runs its
   original forward on the first half of its inputs with p + μu and on the second half with
-  p − μu, and concatenates the outputs.  Large ``nn.Linear``/``nn.Embedding`` weights go
-  chunk by chunk (:mod:`hybridopt.chunked`).  The model output's second half is kept and the
-  ``loss_fn`` is run a second time on it (its model calls replayed, no forward) to give f(x − μu).
+  p − μu, and concatenates the outputs.  ``nn.Linear`` weights (both halves in one batched
+  matmul) and large ``nn.Embedding`` weights go chunk by chunk (:mod:`hybridopt.chunked`).
+  The model output's second half is kept and the ``loss_fn`` is run a second time on it (its
+  model calls replayed, no forward) to give f(x − μu).
 
 The **pending update** of the previous step (:class:`~hybridopt.zo_rules.ZOUpdate`), if any, is
 applied to each tensor (chunk) right before its first probe draw in this sweep, so reading x,
@@ -235,22 +236,18 @@ class ModuleSweep:
                     lease, su_bias = self._su(jj, p, f"su-{jj}")
                     leases.append(lease)
             x = args[0] if args else next(iter(kwargs.values()))
-            if len(halves) == 1:
-                xs = [x]
-            else:
-                if x.shape[0] % self.rows:
-                    raise RuntimeError(f"paired probes: {type(module).__name__} got {x.shape[0]} rows, not a multiple "
-                                       f"of the doubled batch ({self.rows}); use estimator='central'")
-                xs = [x[: x.shape[0] // 2], x[x.shape[0] // 2:]]
+            if len(halves) == 2 and x.shape[0] % self.rows:
+                raise RuntimeError(f"paired probes: {type(module).__name__} got {x.shape[0]} rows, not a multiple "
+                                   f"of the doubled batch ({self.rows}); use estimator='central'")
             signs = [self._sign(h) for h in halves]
             if isinstance(module, torch.nn.Embedding):
+                xs = [x] if len(halves) == 1 else [x[: x.shape[0] // 2], x[x.shape[0] // 2:]]
                 outs = embedding_forward(self, module, j, xs, signs)
-            else:
-                b = module.bias
-                biases = [None if b is None else (b if su_bias is None else torch.add(b.detach(), s * su_bias).to(b.dtype))
-                          for s in signs]
-                outs = linear_forward(self, module, j, xs, signs, biases)
-            return outs[0] if len(outs) == 1 else torch.cat(outs)
+                return outs[0] if len(outs) == 1 else torch.cat(outs)
+            b = module.bias
+            biases = [None if b is None else (b if su_bias is None else torch.add(b.detach(), s * su_bias).to(b.dtype))
+                      for s in signs]
+            return linear_forward(self, module, j, x, signs, biases)
         finally:
             for lease in reversed(leases):
                 lease.release()

@@ -7,7 +7,9 @@ Protocol (one run, one model, one fixed mini-batch, one sequence length):
   (interleaved), after ``warmup`` discarded rounds; the reported value is the **median** over
   ``reps`` rounds.  Items: a plain no-grad forward (``forward``); the zo-full block's paired
   probe (f(x+μu) and f(x−μu) in one doubled-batch forward, ``paired_probe``); one update sweep
-  of the zo-full block (``update_sweep``); one optimizer step of each method (fo-full with AdamW,
+  of the zo-full block (``update_sweep``); one in-place pass over the zo-full block's memory
+  (``weight_pass``: ``x.mul_(1.0)``, each weight read and written once, values unchanged — the
+  least memory traffic of the folded update, the one pass per step of issue #17); one optimizer step of each method (fo-full with AdamW,
   fo-peft, zo-full, zo-peft, hybrid — the paired estimator, the theorem's — plus
   ``hybrid-central`` (the same estimator from two forwards) and ``hybrid-forward``
   (``estimator="forward"``)); one step of :class:`MeZOReference`; and an *instrumented* step of
@@ -320,6 +322,11 @@ def time_items(ms: Methods, cfg: BenchConfig, log: Callable[[str], None] = lambd
         zero = torch.zeros((1,), dtype=zo_full.acc_dtype, device=dev)
         ZOUpdate(zo_full.rule, zo_full.rule_state, zo_full.zo_params, dirs, zero, 0.0, 1.0).finish()
 
+    def weight_pass():
+        with torch.no_grad():
+            for p in zo_full.zo_params:
+                p.mul_(1.0)   # x·1 = x exactly: one read and one write of every ZO weight
+
     def instrumented(name):
         def f():
             ctx = ms.opts[name].context
@@ -335,7 +342,7 @@ def time_items(ms: Methods, cfg: BenchConfig, log: Callable[[str], None] = lambd
         return f
 
     items: dict[str, Callable[[], None]] = {"forward": forward, "paired_probe": paired_probe,
-                                            "update_sweep": update_sweep}
+                                            "update_sweep": update_sweep, "weight_pass": weight_pass}
     for name in STEP_ITEMS:
         items[f"step[{name}]"] = (lambda n=name: ms.run(n))
     for name in ZO_METHODS:
@@ -621,7 +628,7 @@ def goals_for(direction: str) -> dict[str, tuple[str, float]]:
 def _assemble(cfg, machine, info, memory, mem_method, timing, last_stats, t_start) -> dict[str, Any]:
     nan = float("nan")
     med = timing["median"] if timing else {}
-    for k in ["forward", "paired_probe", "update_sweep"] + [f"step[{n}]" for n in STEP_ITEMS]:
+    for k in ["forward", "paired_probe", "update_sweep", "weight_pass"] + [f"step[{n}]" for n in STEP_ITEMS]:
         med.setdefault(k, nan)
     F = med["forward"]
     tokens = info["tokens_per_step"]
@@ -638,6 +645,7 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_stats, t_star
             "tokens_per_s": _ratio(tokens, st),
         }
     pieces = {"forward_s": F, "paired_probe_s": med["paired_probe"], "update_sweep_s": med["update_sweep"],
+              "weight_pass_s": med["weight_pass"],
               **{k: v for k, v in med.items() if k.startswith("zo_")}}
     zo_pass = med.get("zo_pass_s[zo-full]", nan)
     inf_mem = memory.get("inference", {}).get("peak_bytes")
@@ -649,6 +657,7 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_stats, t_star
 
     ratios = {
         "hybrid_step_over_floor": _ratio(med["step[hybrid]"], med["step[fo-peft]"] + 2 * F),
+        "weight_pass_over_floor": _ratio(med["weight_pass"], med["step[fo-peft]"] + 2 * F),
         "hybrid_step_over_fo_peft_step": _ratio(med["step[hybrid]"], med["step[fo-peft]"]),
         "hybrid_step_over_fo_full_step": _ratio(med["step[hybrid]"], med["step[fo-full]"]),
         "hybrid_paired_over_central_step": _ratio(med["step[hybrid]"], med["step[hybrid-central]"]),
@@ -658,6 +667,7 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_stats, t_star
         "paired_probe_over_two_forwards": _ratio(med["paired_probe"], 2 * F),
         "zo_pass_time_over_two_forwards": _ratio(zo_pass, 2 * F),
         "update_sweep_over_two_forwards": _ratio(med["update_sweep"], 2 * F),
+        "weight_pass_over_two_forwards": _ratio(med["weight_pass"], 2 * F),
         "zo_draws_per_step": zo_counts.get("zo_draws_per_step"),
         "zo_weight_writes_per_step": zo_counts.get("zo_weight_writes_per_step"),
         "zo_weight_passes_per_step": zo_counts.get("zo_weight_passes_per_step"),
@@ -693,6 +703,11 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_stats, t_star
             "forward_s": "median wall time of one plain no-grad forward (loss) of the same model and batch",
             "paired_probe_s": "f(x+mu u) and f(x-mu u) of the zo-full block in one doubled-batch forward",
             "update_sweep_s": "one standalone update sweep over the zo-full block (regenerate u, write)",
+            "weight_pass_s": "one in-place pass over the zo-full block (x.mul_(1.0): every ZO weight read and "
+                             "written once, values unchanged): the least memory traffic of a folded step's update",
+            "weight_pass_over_floor": "weight_pass / (step[fo-peft] + 2*forward): the part of the floor one pass "
+                                      "over the ZO block's memory costs (hybrid_step_over_floor - 1 cannot be "
+                                      "smaller while the weights are updated in memory the matmuls do not touch)",
             "zo_pass_s": "the sweep context's phase timer in an instrumented step: time drawing directions, "
                          "forming p +- mu u, and applying the update (each second counted once; not the matmuls)",
             "zo_draws_per_step": "StepStats.zo_draws of a zo-full step: direction elements drawn / ZO block size "

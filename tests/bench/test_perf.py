@@ -11,7 +11,8 @@ from hybridopt.cli import COMMANDS
 REQUIRED_RATIOS = ("hybrid_step_over_floor", "hybrid_reuse_step_over_floor", "hybrid_step_over_fo_peft_step",
                    "hybrid_paired_over_central_step", "zo_step_over_two_forwards", "zo_pass_time_over_two_forwards",
                    "paired_probe_over_two_forwards", "zo_step_over_mezo_reference", "hybrid_memory_over_fo_peft",
-                   "zo_full_memory_over_inference", "hybrid_memory_over_fo_full")
+                   "zo_full_memory_over_inference", "hybrid_memory_over_fo_full", "weight_pass_over_floor",
+                   "weight_pass_over_two_forwards")
 METHODS = ("fo-full", "fo-peft", "zo-full", "zo-peft", "hybrid", "hybrid-central", "hybrid-forward",
            "mezo-reference")
 

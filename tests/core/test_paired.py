@@ -32,6 +32,24 @@ def test_paired_probe_equals_two_forwards(dtype, method):
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in prob.model.modules())
 
 
+@pytest.mark.parametrize("chunk", [10 ** 6, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_paired_linear_with_zo_bias_is_one_batched_matmul_equal_to_two_forwards(dtype, chunk):
+    """Every exact nn.Linear (small: one chunk; or row chunks) probes both halves in one batched
+    matmul, its ZO bias perturbed per half: the values of two separate forwards."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).to(dtype)
+    X = torch.randn(8, 4, 6, dtype=dtype)
+    prob = ho.ModuleProblem(model, lambda m, idx: m(X[idx]).float().pow(2).mean(), list(model.parameters()), [], n=8)
+    prob.bind(SweepContext(chunk_elements=chunk, threads=1))
+    assert set(prob.chunked) == {model[0], model[2]}
+    before = [p.detach().clone() for p in prob.zo_params]
+    (fp, fm), (sp, sm) = _pair_and_separate(prob)
+    assert torch.allclose(fp, sp, **TOL[dtype]) and torch.allclose(fm, sm, **TOL[dtype])
+    assert not torch.allclose(fp, fm, rtol=0, atol=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, prob.zo_params))          # exact restore
+
+
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("law", list(ho.LAWS))
 def test_paired_probe_through_chunked_linear_and_embedding(tied, law):
