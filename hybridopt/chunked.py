@@ -51,13 +51,13 @@ def linear_forward(sweep: "ModuleSweep", module: torch.nn.Linear, j: int, x: tor
     bias = biases[0] if halves == 1 else (None if biases[0] is None else torch.stack(biases).unsqueeze(1))
     chunks = d.plan(j)
     out = None if len(chunks) == 1 else X.new_empty(X.shape[:-1] + (n_out,))
+    # μ·u is drawn into the last perturbed slot when it has the draw's dtype (fp32/fp64): that
+    # slot is written last, in place, so the chunk's scratch is two chunks, as with one sign
+    inplace = d.draw_dtype(j) == weight.dtype
     for k, (a, b) in enumerate(chunks):
         if pending is not None:
             pending.apply_chunk(j, k)
         shape = (b - a,) + tuple(weight.shape[1:])
-        # μ·u is drawn into the last perturbed slot when it has the draw's dtype (fp32/fp64): that
-        # slot is written last, in place, so the chunk's scratch is two chunks, as with one sign
-        inplace = d.draw_dtype(j) == weight.dtype
         with ctx.arena.lease("chunk-p", (halves,) + shape, weight.dtype, weight.device) as pw, \
                 (contextlib.nullcontext(pw[-1]) if inplace else
                  ctx.arena.lease("chunk-su", shape, d.draw_dtype(j), weight.device)) as su:

@@ -9,8 +9,8 @@ Protocol (one run, one model, one fixed mini-batch, one sequence length):
   probe (f(x+μu) and f(x−μu) in one doubled-batch forward, ``paired_probe``); one update sweep
   of the zo-full block (``update_sweep``); one in-place pass over the zo-full block's memory
   (``weight_pass``: ``x.mul_(1.0)``, each weight read and written once, values unchanged — the
-  least memory traffic of the folded update, the one pass per step of issue #17); one optimizer step of each method (fo-full with AdamW,
-  fo-peft, zo-full, zo-peft, hybrid — the paired estimator, the theorem's — plus
+  least memory traffic of the folded update, the one pass per step of issue #17); one optimizer
+  step of each method (fo-full with AdamW, fo-peft, zo-full, zo-peft, hybrid — the paired estimator, the theorem's — plus
   ``hybrid-central`` (the same estimator from two forwards) and ``hybrid-forward``
   (``estimator="forward"``)); one step of :class:`MeZOReference`; and an *instrumented* step of
   each ZO method, with the sweep context's phase timer on (``draw``, ``perturb``, ``update``).
