@@ -218,11 +218,8 @@ def rebuild_zo(out: Path, cfg, s, base: int, log: list[ho.ZOLogEntry], fresh: bo
     # difference.)
     context = s.optimizer.context
     written0 = context.counters.written
-    try:
-        new_state = ho.replay_zo_log(params, log, cfg.hybrid_config(), context=context, state=state)
-        written = context.counters.written - written0
-    finally:
-        context.close()   # stops the draw threads only (restarted on demand); the arena stays
+    new_state = ho.replay_zo_log(params, log, cfg.hybrid_config(), context=context, state=state)
+    written = context.counters.written - written0
     for dst, src in zip(s.optimizer.rule_state, new_state):
         dst.copy_(src)
     numel = max(1, sum(p.numel() for p in params))

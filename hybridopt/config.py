@@ -45,9 +45,9 @@ class HybridConfig:
     equals the one on the whole batch).  ``fo_at`` = ``'unperturbed'`` takes ∇_y f at (x, y),
     as analysed; the forward estimator then reuses that forward for f(x, y) (one perturbed
     forward per direction instead of two; outside the theorem, which analyses the central one).
-    ``direction_dtype``: 'auto' draws directions in float32 (float64 for float64 tensors);
-    'float32' always draws in float32 (a float64 block then gets float32-rounded Gaussian
-    directions, ~4x cheaper to generate on CPU; for simulations where RNG dominates).
+    ``direction_dtype``: the dtype the scaled directions μ·u and c·u are formed in: 'auto' is
+    float32 (float64 for float64 tensors), 'float32' always float32 (u itself is float32 either
+    way, :mod:`hybridopt.counter`; 'float32' halves a float64 block's scratch).
     """
 
     lr_x: float = 1e-6

@@ -1,13 +1,12 @@
 """ZO directions u and the evaluation points x ± μu (spec §2, the estimator ĝ).
 
 **Definition of a direction.**  Direction r of step t restricted to ZO tensor j is the tensor's
-flat elements cut into *blocks* of B elements (B = :meth:`SweepContext.block_elements`, a
-property of the device type); block b is filled by the direction law (:mod:`hybridopt.laws`)
-from a ``torch.Generator`` seeded with ``block_seed(step_seed, r, j, b)``.  So any element
-range — a row chunk, an embedding row — can be drawn on its own, blocks are drawn on several
-threads at once, and the values do not depend on how a consumer chunks the tensor: the probe
-sweep, the update sweep, a replay and every data-parallel rank regenerate identical numbers.
-Draws are float32 (float64 for float64 tensors unless ``dtype='float32'``).
+flat elements drawn by the direction law from the counter-based words of
+:mod:`hybridopt.counter` with the key ``direction_key(step_seed, r, j)``: element e is a pure
+function of (key, e).  So any element range — a row chunk, an embedding row — is drawn on its
+own, and the values do not depend on how a consumer chunks the tensor: the probe sweep, the
+update sweep, a replay and every data-parallel rank regenerate identical numbers.  Draws are
+float32 (float32 u exactly converted for float64 tensors, unless ``dtype='float32'``).
 
 **Exact restore by construction.**  The ZO block is never modified to evaluate a probe: an
 evaluation point hands out ``p ± μu`` *out of place*, tensor by tensor (or chunk by chunk)
@@ -17,8 +16,7 @@ probe, in fp32 and bf16/fp16 alike.  The only writes to the ZO block are the upd
 sum, each rounded once, elementwise — so every path (whole tensor, chunk, gathered rows, the
 + and − halves of a paired probe) gives the same bits for the same element.  The product μ·u
 (and an update's coefficient·u) is formed by the draw itself (:meth:`Directions.fill` with
-``factor``): bit for bit the product after the draw, without a pass of its own on the calling
-thread (Rademacher folds it into its sign table: s·(±1) = ±s exactly).
+``factor``): bit for bit the product after the draw, without a pass of its own.
 """
 from __future__ import annotations
 
@@ -27,21 +25,19 @@ from typing import Sequence
 
 import torch
 
+from . import counter
 from .laws import get_law
-from .rng import BlockSeeds
+from .rng import direction_key
 from .sweep import SweepContext
 
-#: cut blocks (see :meth:`Directions._draw_blocks`) kept per direction set, oldest dropped first
-_CUT_BLOCKS_KEPT = 8
-
-#: the default context of objects built without one (tests, replays): single-threaded draws
+#: the default context of objects built without one (tests, replays)
 _DEFAULT_CONTEXT: SweepContext | None = None
 
 
 def default_context() -> SweepContext:
     global _DEFAULT_CONTEXT
     if _DEFAULT_CONTEXT is None:
-        _DEFAULT_CONTEXT = SweepContext(threads=1)
+        _DEFAULT_CONTEXT = SweepContext()
     return _DEFAULT_CONTEXT
 
 
@@ -53,7 +49,7 @@ class Directions:
     """The q directions of one optimizer step over a fixed list of ZO tensors.
 
     With ``replicate_shape`` non-empty, leading dimensions of every tensor index independent
-    replicates (their elements fall in different blocks, so their directions are independent)
+    replicates (their elements are different elements of the direction, so independent)
     and the sphere normalisation is taken per replicate.  ``cache=True`` keeps each drawn
     direction for the object's lifetime (memory = q × the ZO block: small problems only); the
     values are identical either way.
@@ -70,8 +66,7 @@ class Directions:
         self._params = list(params)
         self._scale: dict[int, torch.Tensor] = {}
         self._cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache else None
-        self._block_seeds: dict[tuple[int, int], BlockSeeds] = {}
-        self._cut: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._keys: dict[tuple[int, int], int] = {}
 
     @property
     def cached(self) -> bool:
@@ -95,7 +90,7 @@ class Directions:
         an update's coefficient: a number, or a tensor broadcastable to ``out``, e.g. one coefficient
         per replicate), write ``factor·u``, each product rounded once, exactly as ``out.mul_(factor)``
         after the draw; a single factor is folded into the draw itself
-        (:meth:`~hybridopt.laws.DirectionLaw.fill_blocks`)."""
+        (:meth:`~hybridopt.laws.DirectionLaw.fill`)."""
         if torch.is_tensor(factor) and factor.numel() == 1:
             factor = factor.reshape(())
         # the draw takes the factor when it is one number and u is the raw draw (not cached, not rescaled)
@@ -112,82 +107,57 @@ class Directions:
             out.mul_(factor)
         return out
 
+    def key(self, probe: int, j: int) -> int:
+        """The counter key of direction ``probe`` on tensor ``j``."""
+        k = self._keys.get((probe, j))
+        if k is None:
+            k = self._keys[(probe, j)] = direction_key(self.seed, probe, j)
+        return k
+
     def _raw(self, probe: int, j: int, start: int, stop: int, flat: torch.Tensor, factor=None) -> None:
         if stop > start:
-            B = self.context.block_elements(self._params[j].device)
-            self._draw_blocks(probe, j, [(b, start, stop, flat) for b in range(start // B, (stop - 1) // B + 1)],
-                              factor=factor)
+            with self.context.phase("draw"):
+                self.law.fill(flat, self.key(probe, j), start, factor)
+            self.context.counters.drawn += stop - start
 
-    def _seeds(self, probe: int, j: int) -> BlockSeeds:
-        key = (probe, j)
-        seeds = self._block_seeds.get(key)
-        if seeds is None:
-            seeds = self._block_seeds[key] = BlockSeeds(self.seed, probe, j)
-        return seeds
+    def _fused(self, j: int) -> bool:
+        """True when u may be drawn straight into an operation (not cached, not rescaled)."""
+        return self._cache is None and not self.law.normalised
 
-    def _draw_blocks(self, probe: int, j: int, tasks: list[tuple[int, int, int, torch.Tensor]],
-                     rows: bool = False, factor=None) -> None:
-        """Draw block b's part inside [start, stop) into ``dest[lo - start : hi - start]`` for
-        each task ``(b, start, stop, dest)``, the tasks spread over the context's draw threads.
+    @torch.no_grad()
+    def pair(self, probe: int, j: int, a: int, b: int, w: torch.Tensor, plus: torch.Tensor,
+             minus: torch.Tensor, mu: float, su: torch.Tensor | None = None) -> None:
+        """Rows [a, b) of a paired probe's points: ``plus`` ← w + μu, ``minus`` ← w − μu (``w`` those
+        rows of tensor ``j``; each element as :func:`perturbed` forms it: μu rounded once, one sum).
+        One pass when the compiled kernel serves the tensors, else μu drawn into ``su`` (default
+        ``minus``, which then needs the draw's dtype) and two sums."""
+        p = self._params[j]
+        row = math.prod(p.shape[1:]) if p.dim() else 1
+        if self._fused(j) and counter.kernel_serves(self.law.kernel, w, plus, minus):
+            with self.context.phase("perturb"):
+                self.law.pair(w, plus, minus, self.key(probe, j), a * row, mu)
+            self.context.counters.drawn += (b - a) * row
+            return
+        su = minus if su is None else su
+        self.chunk(probe, j, a, b, su, factor=mu)
+        with self.context.phase("perturb"):
+            torch.add(w, su, out=plus)
+            torch.sub(w, su, out=minus)
 
-        A block cut by the end of a range (a row chunk rarely ends on a block boundary) is drawn
-        whole and kept until a later range has used its rest, so consecutive chunks draw every
-        element once: a sweep draws exactly the ZO block, not one extra block per chunk."""
-        p, ctx, law = self._params[j], self.context, self.law
-        B, numel = ctx.block_elements(p.device), p.numel()
-        seed_of = self._seeds(probe, j)
-        drawn = [0] * max(1, ctx.threads)
-
-        def whole(task) -> bool:   # the task wants its block entire
-            b, start, stop, _ = task
-            return start <= b * B and min((b + 1) * B, numel) <= stop
-
-        def work(worker: int, part: list) -> None:
-            i = 0
-            while i < len(part):
-                b, start, stop, dest = part[i]
-                bs, be = b * B, min((b + 1) * B, numel)
-                if whole(part[i]):
-                    # a run of whole consecutive blocks into one destination: one fill_blocks call
-                    k = i + 1
-                    while (k < len(part) and part[k][3] is dest and part[k][1] == start
-                           and part[k][0] == part[k - 1][0] + 1 and whole(part[k])):
-                        k += 1
-                    seeds = [seed_of(t[0]) for t in part[i:k]]
-                    end = min((part[k - 1][0] + 1) * B, numel)
-                    law.fill_blocks(dest[bs - start:end - start], B,
-                                    lambda r: ctx.generator(worker, p.device, seeds[r]), ctx.tables, factor)
-                    drawn[worker] += end - bs
-                    i = k
-                    continue
-                # a block cut by the range: drawn whole once, its rest kept for the next range
-                lo, hi = max(bs, start), min(be, stop)
-                key = (probe, j, b)
-                block = self._cut.pop(key, None)
-                if block is None or block.dtype != dest.dtype:
-                    block = torch.empty(be - bs, dtype=dest.dtype, device=dest.device)
-                    law.fill(block, ctx.generator(worker, p.device, seed_of(b)), ctx.tables)
-                    drawn[worker] += be - bs
-                if hi < be:                       # the range ends inside the block
-                    self._cut[key] = block        # (one dict operation: safe across draw threads)
-                part_dest = dest[lo - start:hi - start]
-                part_dest.copy_(block[lo - bs:hi - bs])   # the kept block stays unscaled
-                if factor is not None:
-                    part_dest.mul_(factor)
-                i += 1
-
-        with ctx.phase("draw"):
-            if law.threaded_blocks:
-                ctx.map_workers(work, tasks, p.device)
-            else:
-                work(0, tasks)
-        # a few cut blocks at most: a consumer that stops half-way through a tensor leaves one behind
-        while len(self._cut) > _CUT_BLOCKS_KEPT:
-            self._cut.pop(next(iter(self._cut)))
-        if rows:
-            ctx.counters.rows_drawn += sum(drawn)
-        else:
-            ctx.counters.drawn += sum(drawn)
+    @torch.no_grad()
+    def axpy(self, probe: int, j: int, a: int, b: int, part: torch.Tensor, factor) -> None:
+        """Rows [a, b) of tensor ``j`` (``part``, in place, the draw's dtype) ← part + factor·u_probe
+        (the product rounded once, then the sum): an SGD update along one direction, one pass
+        with the compiled kernel, else factor·u drawn into scratch and added."""
+        p = self._params[j]
+        row = math.prod(p.shape[1:]) if p.dim() else 1
+        if self._fused(j) and counter.kernel_serves(self.law.kernel, part):
+            with self.context.phase("draw"):
+                self.law.axpy(part, self.key(probe, j), a * row, factor)
+            self.context.counters.drawn += (b - a) * row
+            return
+        with self.context.arena.lease("axpy-u", part.shape, self.draw_dtype(j), part.device) as g:
+            part.add_(self.chunk(probe, j, a, b, g, factor=factor))
 
     def chunk(self, probe: int, j: int, a: int, b: int, out: torch.Tensor, factor=None) -> torch.Tensor:
         """Rows [a, b) of direction ``probe`` on tensor ``j`` (times ``factor``), written into ``out``."""
@@ -221,30 +191,20 @@ class Directions:
     @torch.no_grad()
     def rows(self, probe: int, j: int, index: torch.Tensor) -> torch.Tensor:
         """``u[index]`` for a tensor of row indices (an embedding lookup of the direction), shape
-        ``index.shape + p.shape[1:]``.  Only the blocks holding those rows are drawn."""
+        ``index.shape + p.shape[1:]``.  Only the looked-up rows are drawn, each once."""
         p = self._params[j]
         if self._cache is not None:
             return self._cached(probe, j)[index]
         H = math.prod(p.shape[1:])
-        B, numel = self.context.block_elements(p.device), p.numel()
-        flat_index = index.reshape(-1).to(p.device)
-        first = (flat_index * H) // B
-        last = ((flat_index + 1) * H - 1) // B
-        need = torch.unique(torch.cat([first, last]))
-        # The needed blocks are drawn into consecutive slots in id order; a row crossing from
-        # block b into b+1 (both needed) is then contiguous, so every row is one slice of `drawn`.
-        sizes = torch.clamp(numel - need * B, max=B)
-        offsets = torch.cumsum(sizes, 0) - sizes
-        drawn = torch.empty(int(sizes.sum()), dtype=self.draw_dtype(j), device=p.device)
-        self._draw_blocks(probe, j, [(b, b * B, b * B + n, drawn[o:o + n]) for b, n, o in
-                                     zip(need.tolist(), sizes.tolist(), offsets.tolist())], rows=True)
+        need, inverse = torch.unique(index.reshape(-1).to(p.device), return_inverse=True)
+        drawn = torch.empty((need.numel(), H), dtype=torch.float32, device=p.device)
+        with self.context.phase("draw"):
+            self.law.fill_rows(drawn, self.key(probe, j), [r * H for r in need.tolist()])
+        self.context.counters.rows_drawn += drawn.numel()
+        drawn = drawn.to(self.draw_dtype(j))
         if self.law.normalised:
             drawn.mul_(self.scale(probe)[0].to(drawn.dtype))  # embeddings are never replicate-batched
-        elem = flat_index * H
-        slot = torch.searchsorted(need, first)
-        starts = offsets[slot] + (elem - first * B)
-        out = drawn.unfold(0, H, 1)[starts]
-        return out.view(tuple(index.shape) + tuple(p.shape[1:]))
+        return drawn[inverse].view(tuple(index.shape) + tuple(p.shape[1:]))
 
     # -- the sphere law's normalisation -----------------------------------------------------------
     def _replicates(self) -> int:

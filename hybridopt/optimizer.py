@@ -107,7 +107,7 @@ class HybridOptimizer:
                  track_changes: bool = False) -> None:
         """``cache_directions``: None chooses by size (:attr:`CACHE_LIMIT`); ``fold_updates``:
         None = the problem's choice (folded for a ModuleProblem); ``context``: the sweep context
-        (chunking, draw threads, scratch memory; a new one by default).  None of the three
+        (chunking, scratch memory, counters; a new one by default).  None of the three
         changes a single bit of the run, only its memory and time.  ``comm``: a
         :class:`~hybridopt.distributed.Communicator` for data parallelism."""
         if comm is not None and problem.replicate_shape:
@@ -259,11 +259,10 @@ class HybridOptimizer:
         self.problem.flush()
 
     def close(self) -> None:
-        """Flush, remove every hook, stop the draw threads."""
+        """Flush and remove every hook."""
         self.problem.flush()
         if hasattr(self.problem, "close"):
             self.problem.close()
-        self.context.close()
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state (the parameters themselves are the problem's; flushed first): step

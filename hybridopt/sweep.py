@@ -6,10 +6,6 @@ The context holds, instead of module globals:
 
 * the **chunk limit**: tensors above it are probed/updated in row chunks, so no temporary is
   as large as a big matrix (memory, not maths);
-* the **block size** of the direction streams (:mod:`hybridopt.directions`; part of the
-  direction's definition, resolved per device type: small blocks on CPU, where they are drawn
-  on several threads, large ones on GPUs, where every block is a kernel launch);
-* the **draw threads** and one ``torch.Generator`` per thread (never the global RNG);
 * an **arena** of scratch memory handed out as named *leases* in stack order: a lease is
   released before any lease taken after it, so two live leases never overlap (asserted);
 * **counters** (elements drawn, written, swept) and optional **phase timers** for benchmarks.
@@ -19,27 +15,13 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
 
-from .laws import SignTables
-
 #: row-chunking threshold (elements) for probes and updates of one tensor
 CHUNK_ELEMENTS = 1 << 22
-#: direction block size (elements) by device type; others use the CUDA value
-BLOCK_ELEMENTS = {"cpu": 1 << 15, "cuda": 1 << 22}
-#: draws smaller than this many blocks stay on the calling thread
-PARALLEL_MIN_BLOCKS = 4
-
-
-def block_elements(device: torch.device | str) -> int:
-    """The direction block size used for tensors on ``device``."""
-    kind = torch.device(device).type
-    return BLOCK_ELEMENTS.get(kind, BLOCK_ELEMENTS["cuda"])
-
 
 class Lease:
     """A named slice of arena memory, valid until :meth:`release`."""
@@ -169,53 +151,13 @@ class PhaseTimer:
 class SweepContext:
     """Owned by one :class:`~hybridopt.optimizer.HybridOptimizer` (and used by its problem)."""
 
-    def __init__(self, chunk_elements: int = CHUNK_ELEMENTS, threads: int | None = None,
-                 block: dict[str, int] | None = None) -> None:
+    def __init__(self, chunk_elements: int = CHUNK_ELEMENTS) -> None:
         if chunk_elements < 1:
             raise ValueError(f"chunk_elements must be >= 1, got {chunk_elements}")
         self.chunk_elements = int(chunk_elements)
-        self.threads = max(1, int(threads if threads is not None else torch.get_num_threads()))
-        self._block = dict(BLOCK_ELEMENTS if block is None else block)
         self.arena = Arena()
-        self.tables = SignTables()
         self.counters = Counters()
         self.timer: PhaseTimer | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._gens: dict[tuple[int, torch.device], torch.Generator] = {}
-
-    # -- definition of the streams --------------------------------------------------------------
-    def block_elements(self, device) -> int:
-        kind = torch.device(device).type
-        return self._block.get(kind, self._block.get("cuda", BLOCK_ELEMENTS["cuda"]))
-
-    # -- generators and threads -----------------------------------------------------------------
-    def generator(self, worker: int, device, seed: int) -> torch.Generator:
-        key = (worker, torch.device(device))
-        gen = self._gens.get(key)
-        if gen is None:
-            gen = self._gens[key] = torch.Generator(device=key[1])
-        return gen.manual_seed(seed)
-
-    def map_workers(self, fn: Callable[[int, list], None], items: list, device) -> None:
-        """Run ``fn(worker, part)`` over contiguous parts of ``items``: on CPU, one part per
-        draw thread (torch kernels release the GIL, so the parts are drawn in parallel)."""
-        workers = self.threads if torch.device(device).type == "cpu" else 1
-        if workers == 1 or len(items) < PARALLEL_MIN_BLOCKS:
-            fn(0, items)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="hybridopt-draw")
-        k = -(-len(items) // workers)
-        parts = [items[i:i + k] for i in range(0, len(items), k)]
-        futures = [self._pool.submit(fn, w, part) for w, part in enumerate(parts[1:], start=1)]
-        fn(0, parts[0])
-        for f in futures:
-            f.result()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
     # -- accounting -----------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -41,6 +41,8 @@ class ZORule:
 
     name = ""
     theorem = False
+    #: True when the update of one direction is x ← decay·x + c·u (drawn straight into x)
+    fused_sgd = False
 
     def __init__(self, config) -> None:
         self.config = config
@@ -66,6 +68,7 @@ class SGD(ZORule):
     """x ← (1 − ηλ) x − η ĝ: the coefficients already carry −η, so the chunk sum is the change."""
 
     name, theorem = "sgd", True
+    fused_sgd = True
 
     def coefficients(self, gamma, lr):
         return gamma * (-lr)
@@ -175,6 +178,18 @@ class ZOUpdate:
         if self._r:  # replicate-batched tensors are one chunk
             shape = tuple(p.shape)
         with ctx.phase("update"):
+            part = p if (p.dim() == 0 or self._r) else p[a:b]
+            if (self.rule.fused_sgd and self.coeffs.shape[0] == 1 and not self._r and p.dim()
+                    and self._g_dtype(j) == p.dtype):
+                # x ← decay·x + c·u, c·u drawn straight into x: one pass over the chunk with the
+                # kernel, bit-identical to g = c·u; x += g (the path below)
+                decay = self._decay(p)
+                if decay != 1.0:
+                    part.mul_(decay)
+                self.directions.axpy(0, j, a, b, part, self.coeffs[0].to(p.dtype))
+                ctx.counters.written += part.numel()
+                self._left[j].discard(k)
+                return
             with ctx.arena.lease("update-g", shape, self._g_dtype(j), p.device) as g, \
                     ctx.arena.lease("update-u", shape if self.coeffs.shape[0] > 1 else (0,),
                                     self._g_dtype(j), p.device) as u:

@@ -52,7 +52,7 @@ from typing import Any, Callable
 import torch
 
 import hybridopt as ho
-from hybridopt import methods
+from hybridopt import counter, methods
 from hybridopt.methods import METHODS
 from hybridopt.sweep import CHUNK_ELEMENTS, PhaseTimer
 from hybridopt.zo_rules import ZOUpdate
@@ -571,7 +571,9 @@ def _machine(cfg: BenchConfig) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             git[key] = None
     m = {"git": git, "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+         # which implementation drew the directions (hybridopt.counter): the compiled CPU kernel or the torch reference
+         "direction_kernel": "compiled" if counter.kernel() is not None else f"torch reference ({counter.why_not()})"}
     if cfg.device.startswith("cuda") and torch.cuda.is_available():
         m["gpu"] = torch.cuda.get_device_name()
     try:

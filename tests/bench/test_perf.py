@@ -98,7 +98,7 @@ def test_phase_timer_brackets_the_zo_machinery_without_patching():
         return torch.nn.functional.cross_entropy(m(ids[b]).reshape(-1, 200), ids[b].reshape(-1))
 
     prob = ho.ModuleProblem(model, loss_fn, list(model.parameters()), [], n=8)
-    ctx = SweepContext(chunk_elements=1000, threads=1, block={"cpu": 64})
+    ctx = SweepContext(chunk_elements=1000)
     opt = ho.HybridOptimizer(prob, ho.HybridConfig(direction="rademacher"), cache_directions=False, context=ctx)
     assert len(ctx.row_chunks(model[1].weight.shape)) > 1 and model[1] in prob.chunked
     opt.step(torch.arange(8))

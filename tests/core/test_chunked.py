@@ -11,9 +11,9 @@ from hybridopt.directions import Directions, Perturbation
 from hybridopt.sweep import Arena, SweepContext
 
 
-def small(chunk=2000, threads=1):
+def small(chunk=2000):
     """A context whose chunk limit makes test-sized tensors take the chunked paths."""
-    return SweepContext(chunk_elements=chunk, threads=threads)
+    return SweepContext(chunk_elements=chunk)
 
 
 @settings(deadline=None)

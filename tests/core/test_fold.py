@@ -38,7 +38,7 @@ def test_folding_into_chunked_and_row_reads_is_exact(tied, dtype):
     def run(fold):
         prob, model = _lm_problem(tied, dtype)
         opt = ho.HybridOptimizer(prob, ho.HybridConfig(lr_x=1e-2, mu=1e-2, seed=3), fold_updates=fold,
-                                 cache_directions=False, context=SweepContext(chunk_elements=2000, threads=2))
+                                 cache_directions=False, context=SweepContext(chunk_elements=2000))
         tr = ho.train(opt, ho.RandomReshuffling(16, 4, seed=0), 5)
         return tr.losses, [p.clone() for p in prob.zo_params]
 
@@ -87,7 +87,7 @@ def test_a_step_draws_each_direction_twice_and_passes_once():
     passes 1 (the probe sweep writes the previous update); MeZO's published step: 4 passes.
     Embedding lookups draw and read only their rows, counted apart."""
     prob, _ = _lm_problem(tied=False)
-    ctx = SweepContext(chunk_elements=2000, threads=1, block={"cpu": 64})   # blocks well below chunks
+    ctx = SweepContext(chunk_elements=2000)   
     opt = ho.HybridOptimizer(prob, ho.HybridConfig(lr_x=1e-3, mu=1e-2, seed=1), cache_directions=False,
                              context=ctx)
     numel = sum(p.numel() for p in prob.zo_params)
@@ -119,7 +119,7 @@ def test_an_interrupted_sweep_leaves_a_consistent_update(estimator):
     """A forward that fails half-way through a sweep (after the embedding and the first Linear
     have applied their part of the pending update): no chunk is updated twice, nothing leaks."""
     prob, model = _lm_problem(tied=False)
-    ctx = SweepContext(chunk_elements=2000, threads=1)
+    ctx = SweepContext(chunk_elements=2000)
     cfg = ho.HybridConfig(lr_x=1e-2, mu=1e-2, estimator=estimator, seed=4)
     opt = ho.HybridOptimizer(prob, cfg, cache_directions=False, context=ctx)
     opt.step(torch.arange(8))

@@ -41,7 +41,7 @@ def test_paired_linear_with_zo_bias_is_one_batched_matmul_equal_to_two_forwards(
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).to(dtype)
     X = torch.randn(8, 4, 6, dtype=dtype)
     prob = ho.ModuleProblem(model, lambda m, idx: m(X[idx]).float().pow(2).mean(), list(model.parameters()), [], n=8)
-    prob.bind(SweepContext(chunk_elements=chunk, threads=1))
+    prob.bind(SweepContext(chunk_elements=chunk))
     assert set(prob.chunked) == {model[0], model[2]}
     before = [p.detach().clone() for p in prob.zo_params]
     (fp, fm), (sp, sm) = _pair_and_separate(prob)
@@ -54,7 +54,7 @@ def test_paired_linear_with_zo_bias_is_one_batched_matmul_equal_to_two_forwards(
 @pytest.mark.parametrize("law", list(ho.LAWS))
 def test_paired_probe_through_chunked_linear_and_embedding(tied, law):
     prob, model = _lm_problem(tied)
-    prob.bind(SweepContext(chunk_elements=2000, threads=1))
+    prob.bind(SweepContext(chunk_elements=2000))
     assert {type(m).__name__ for m in prob.chunked} == {"Embedding", "Linear"}
     before = [p.clone() for p in prob.zo_params]
     d = Directions(law, 11, prob.zo_params, context=prob.context)

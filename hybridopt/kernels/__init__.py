@@ -1,0 +1,1 @@
+"""C++ sources of hybridopt's compiled kernels, built on first use by :mod:`hybridopt.counter`."""
