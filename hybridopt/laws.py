@@ -9,14 +9,14 @@ and may rescale the whole direction afterwards (the sphere law).
 =============  =====================================================  ==========  ===========
 law            u (element e)                                          theorem's   kernel
 =============  =====================================================  ==========  ===========
-gaussian       N(0, 1) by Box–Muller: elements 2c, 2c+1 from the top  yes         ≈ 0.7 ns/el
+gaussian       N(0, 1) by Box–Muller: elements 2c, 2c+1 from the top  yes         0.58 ns/el
                and bottom 24 bits of word(c) (|u| ≤ √(48 ln 2) ≈ 5.77)
-rademacher     −1 iff bit e mod 64 of word(⌊e/64⌋) is set, else +1     no          ≈ 0.3 ns/el
+rademacher     −1 iff bit e mod 64 of word(⌊e/64⌋) is set, else +1     no          0.30 ns/el
 sphere         √d · v/‖v‖ with v Gaussian (uniform on the sphere of   no          Gaussian +
                radius √d); needs one extra draw for ‖v‖                            a norm draw
 =============  =====================================================  ==========  ===========
 
-(kernel: ``benchmarks/perf/draws.py`` on 2 cores.)  The Gaussian's float32 Box–Muller is spelled
+(kernel: ``python -m hybridopt.benchmarks.perf.draws`` on 2 cores, AVX-512; torch's ``normal_``: 3.93.)  The Gaussian's float32 Box–Muller is spelled
 out operation by operation in :func:`gaussian_reference` (ln by the atanh series on [√2/2, √2),
 sin/cos by Taylor polynomials on a quadrant): the compiled kernel performs the same IEEE
 operations, so both give the same bits, and the values agree with float64 Box–Muller of the same
