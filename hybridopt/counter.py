@@ -184,8 +184,10 @@ def _pieces(start: int, n: int, device) -> "list[tuple[int, torch.Tensor]]":
     return [(o, torch.arange(start + o, start + min(n, o + k), device=device)) for o in range(0, n, k)]
 
 
-def _factor32(factor) -> float:
-    return float(torch.as_tensor(factor, dtype=torch.float64).to(torch.float32))
+def _call(fn, code: int, key: int, start: int, n: int, factor, *tensors: torch.Tensor) -> None:
+    """One kernel call: the key as its 64-bit pattern; the factor rounded to float32 by ctypes'
+    ``c_float`` (round to nearest, as torch rounds a scalar into a float32 operation)."""
+    fn(code, key & (1 << 64) - 1, start, n, float(factor), *(t.data_ptr() for t in tensors))
 
 
 def _u32(code: int | None, reference: Reference, n: int, key: int, start: int, device) -> torch.Tensor:
@@ -204,8 +206,7 @@ def fill(code: int | None, reference: Reference, out: torch.Tensor, key: int, st
         return out if factor is None else out.mul_(factor)
     lib = _kernel_for(code, out)
     if lib is not None:
-        lib.ho_fill(code, key & (1 << 64) - 1, start, n, _factor32(1.0 if factor is None else factor),
-                    out.data_ptr())
+        _call(lib.ho_fill, code, key, start, n, 1.0 if factor is None else factor, out)
         return out
     for o, idx in _pieces(start, n, out.device):
         part = out[o:o + idx.numel()]
@@ -221,7 +222,7 @@ def fill_rows(code: int | None, reference: Reference, out: torch.Tensor, key: in
     lib = _kernel_for(code, out)
     if lib is not None:
         for i, s in enumerate(starts):
-            lib.ho_fill(code, key & (1 << 64) - 1, s, H, 1.0, out[i].data_ptr())
+            _call(lib.ho_fill, code, key, s, H, 1.0, out[i])
         return out
     idx = torch.tensor(starts, dtype=torch.int64, device=out.device).unsqueeze(1) + torch.arange(H, device=out.device)
     out.copy_(reference(key, idx))
@@ -235,8 +236,7 @@ def pair(code: int, w: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, ke
     lib = _kernel_for(code, w, plus, minus)
     if lib is None:
         raise RuntimeError("counter.pair needs the compiled kernel and float32 CPU tensors")
-    lib.ho_pair(code, key & (1 << 64) - 1, start, w.numel(), _factor32(mu), w.data_ptr(), plus.data_ptr(),
-                minus.data_ptr())
+    _call(lib.ho_pair, code, key, start, w.numel(), mu, w, plus, minus)
 
 
 def kernel_serves(code: int | None, *tensors: torch.Tensor) -> bool:
@@ -250,4 +250,4 @@ def axpy(code: int, p: torch.Tensor, key: int, start: int, factor) -> None:
     lib = _kernel_for(code, p)
     if lib is None:
         raise RuntimeError("counter.axpy needs the compiled kernel and a float32 CPU tensor")
-    lib.ho_axpy(code, key & (1 << 64) - 1, start, p.numel(), _factor32(factor), p.data_ptr())
+    _call(lib.ho_axpy, code, key, start, p.numel(), factor, p)

@@ -120,6 +120,11 @@ class Directions:
                 self.law.fill(flat, self.key(probe, j), start, factor)
             self.context.counters.drawn += stop - start
 
+    def _row(self, j: int) -> int:
+        """Elements per row (dim-0 slice) of tensor ``j``."""
+        p = self._params[j]
+        return math.prod(p.shape[1:]) if p.dim() else 1
+
     def _fused(self, j: int) -> bool:
         """True when u may be drawn straight into an operation (not cached, not rescaled)."""
         return self._cache is None and not self.law.normalised
@@ -131,8 +136,7 @@ class Directions:
         rows of tensor ``j``; each element as :func:`perturbed` forms it: μu rounded once, one sum).
         One pass when the compiled kernel serves the tensors, else μu drawn into ``su`` (default
         ``minus``, which then needs the draw's dtype) and two sums."""
-        p = self._params[j]
-        row = math.prod(p.shape[1:]) if p.dim() else 1
+        row = self._row(j)
         if self._fused(j) and counter.kernel_serves(self.law.kernel, w, plus, minus):
             with self.context.phase("perturb"):
                 self.law.pair(w, plus, minus, self.key(probe, j), a * row, mu)
@@ -149,8 +153,7 @@ class Directions:
         """Rows [a, b) of tensor ``j`` (``part``, in place, the draw's dtype) ← part + factor·u_probe
         (the product rounded once, then the sum): an SGD update along one direction, one pass
         with the compiled kernel, else factor·u drawn into scratch and added."""
-        p = self._params[j]
-        row = math.prod(p.shape[1:]) if p.dim() else 1
+        row = self._row(j)
         if self._fused(j) and counter.kernel_serves(self.law.kernel, part):
             with self.context.phase("draw"):
                 self.law.axpy(part, self.key(probe, j), a * row, factor)
@@ -161,8 +164,7 @@ class Directions:
 
     def chunk(self, probe: int, j: int, a: int, b: int, out: torch.Tensor, factor=None) -> torch.Tensor:
         """Rows [a, b) of direction ``probe`` on tensor ``j`` (times ``factor``), written into ``out``."""
-        p = self._params[j]
-        row = math.prod(p.shape[1:]) if p.dim() else 1
+        row = self._row(j)
         return self.fill(probe, j, a * row, b * row, out, factor=factor)
 
     def u(self, probe: int, j: int, out: torch.Tensor | None = None, factor=None) -> torch.Tensor:
@@ -216,7 +218,7 @@ class Directions:
             R, sq, d = self._replicates(), None, 0
             for j, p in enumerate(self._params):
                 for a, b in self.plan(j):
-                    row = math.prod(p.shape[1:]) if p.dim() else 1
+                    row = self._row(j)
                     lease = self.context.arena.lease("sphere-norm", ((b - a) * row,), self.draw_dtype(j), p.device)
                     with lease as v:
                         self._raw(probe, j, a * row, b * row, v)

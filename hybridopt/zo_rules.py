@@ -177,8 +177,8 @@ class ZOUpdate:
         shape = (b - a,) + tuple(p.shape[1:]) if p.dim() else ()
         if self._r:  # replicate-batched tensors are one chunk
             shape = tuple(p.shape)
+        part = p if (p.dim() == 0 or self._r) else p[a:b]
         with ctx.phase("update"):
-            part = p if (p.dim() == 0 or self._r) else p[a:b]
             if (self.rule.fused_sgd and self.coeffs.shape[0] == 1 and not self._r and p.dim()
                     and self._g_dtype(j) == p.dtype):
                 # x ← decay·x + c·u, c·u drawn straight into x: one pass over the chunk with the
@@ -187,15 +187,12 @@ class ZOUpdate:
                 if decay != 1.0:
                     part.mul_(decay)
                 self.directions.axpy(0, j, a, b, part, self.coeffs[0].to(p.dtype))
-                ctx.counters.written += part.numel()
-                self._left[j].discard(k)
-                return
-            with ctx.arena.lease("update-g", shape, self._g_dtype(j), p.device) as g, \
-                    ctx.arena.lease("update-u", shape if self.coeffs.shape[0] > 1 else (0,),
-                                    self._g_dtype(j), p.device) as u:
-                g = self._g_into(j, a, b, g, u)
-                part = p if (p.dim() == 0 or self._r) else p[a:b]
-                self.rule.apply_(part, g, self.state, a, b, j, self.lr, self._decay(p))
+            else:
+                with ctx.arena.lease("update-g", shape, self._g_dtype(j), p.device) as g, \
+                        ctx.arena.lease("update-u", shape if self.coeffs.shape[0] > 1 else (0,),
+                                        self._g_dtype(j), p.device) as u:
+                    g = self._g_into(j, a, b, g, u)
+                    self.rule.apply_(part, g, self.state, a, b, j, self.lr, self._decay(p))
         ctx.counters.written += part.numel()
         self._left[j].discard(k)
 
