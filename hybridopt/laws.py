@@ -9,18 +9,21 @@ and may rescale the whole direction afterwards (the sphere law).
 =============  =====================================================  ==========  ===========
 law            u (element e)                                          theorem's   kernel
 =============  =====================================================  ==========  ===========
-gaussian       N(0, 1) by Box–Muller: elements 2c, 2c+1 from the top  yes         0.58 ns/el
+gaussian       N(0, 1) by Box–Muller: elements 2c, 2c+1 from the top  yes         0.35 ns/el
                and bottom 24 bits of word(c) (|u| ≤ √(48 ln 2) ≈ 5.77)
-rademacher     −1 iff bit e mod 64 of word(⌊e/64⌋) is set, else +1     no          0.30 ns/el
+rademacher     −1 iff bit e mod 64 of word(⌊e/64⌋) is set, else +1     no          0.16 ns/el
 sphere         √d · v/‖v‖ with v Gaussian (uniform on the sphere of   no          Gaussian +
                radius √d); needs one extra draw for ‖v‖                            a norm draw
 =============  =====================================================  ==========  ===========
 
-(kernel: ``python -m hybridopt.benchmarks.perf.draws`` on 2 cores, AVX-512; torch's ``normal_``: 3.93.)  The Gaussian's float32 Box–Muller is spelled
-out operation by operation in :func:`gaussian_reference` (ln by the atanh series on [√2/2, √2),
-sin/cos by Taylor polynomials on a quadrant): the compiled kernel performs the same IEEE
-operations, so both give the same bits, and the values agree with float64 Box–Muller of the same
-words to ≈ 1e-6 relative (``tests/core/test_counter.py``).
+(kernel: ``python -m hybridopt.benchmarks.perf.draws --threads 2`` on 2 cores, AVX-512, where a plain
+in-place pass takes 0.14 and torch's ``normal_`` 3.40 ns/el.)  The Gaussian's float32 Box–Muller is
+spelled out operation by operation in :func:`box_muller` (−2 ln u1 by a minimax polynomial of the
+atanh form on [√2/2, √2), sin/cos by minimax polynomials on an octant, mirrored): the compiled
+kernel performs the same IEEE operations, so both give the same bits.  Measured against float64
+Box–Muller of the same words: radius and angle exhaustively over their 2²⁴ values, error at most
+1.6e-7 relative (about one float32 rounding); elements within 7.6e-7 absolute
+(``tests/core/test_laws.py`` checks |error| ≤ 4e-7·max(1, |u|)).
 
 A new law is one :class:`DirectionLaw` subclass registered in :data:`LAWS` with its torch
 ``reference`` (and, for speed on CPU, a case in ``kernels/counter.cpp`` named by ``kernel``); the
@@ -69,14 +72,22 @@ class DirectionLaw:
         counter.axpy(self.kernel, p, key, start, factor)
 
 
-# float32 constants of the Box–Muller transform (hex: exactly the kernel's literals)
+# float32 constants of the Box–Muller transform (hex: exactly the kernel's literals).  The
+# polynomials are minimax fits (relative error): Q(s²) of −4 atanh(s)/s on |s| ≤ 3 − 2√2 (8e-10),
+# (sin t − t)/t³ (4e-9) and (cos t − 1)/t² (4e-8) on [0, π/4], in powers of s², t².
 _F = float.fromhex
-_SQRT2, _LN2, _PH = _F("0x1.6a09e6p+0"), _F("0x1.62e430p-1"), _F("0x1.921fb6p-22")
-_LOG = [_F(h) for h in ("0x1.745d18p-4", "0x1.c71c72p-4", "0x1.24924ap-3", "0x1.99999ap-3", "0x1.555556p-2")]
-_SIN = [_F(h) for h in ("-0x1.ae7f3ep-41", "0x1.612462p-33", "-0x1.ae6456p-26", "0x1.71de3ap-19",
-                        "-0x1.a01a02p-13", "0x1.111112p-7", "-0x1.555556p-3")]
-_COS = [_F(h) for h in ("0x1.ae7f3ep-45", "-0x1.93974ap-37", "0x1.1eed8ep-29", "-0x1.27e4fcp-22",
-                        "0x1.a01a02p-16", "-0x1.6c16c2p-10", "0x1.555556p-5", "-0x1p-1")]
+_M2LN2, _PH = _F("-0x1.62e430p+0"), _F("0x1.921fb6p-22")     # −2 ln 2; (π/4)·2⁻²¹
+_LOG = [_F(h) for h in ("-0x1.31e0dep-1", "-0x1.995ed0p-1", "-0x1.55557ap+0", "-0x1p+2")]
+_SIN = [_F(h) for h in ("-0x1.9943e2p-13", "0x1.11073ap-7", "-0x1.555546p-3")]
+_COS = [_F(h) for h in ("-0x1.644d62p-10", "0x1.553e80p-5", "-0x1.ffffb2p-2")]
+
+
+def _horner(coeffs: list[float], x: torch.Tensor) -> torch.Tensor:
+    """c0·xⁿ⁻¹ + … + cₙ₋₁ by Horner's rule: one float32 product and one sum per step."""
+    p = torch.full_like(x, coeffs[0])
+    for c in coeffs[1:]:
+        p = p * x + c
+    return p
 
 
 def _exact(op, *xs: torch.Tensor) -> torch.Tensor:
@@ -88,36 +99,29 @@ def _exact(op, *xs: torch.Tensor) -> torch.Tensor:
 
 def box_muller(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(z0, z1) of int64 words ``w``: r = √(−2 ln u1) with u1 = (a+1)·2⁻²⁴ ∈ (0, 1] (a: the top 24
-    bits), θ = 2π·b·2⁻²⁴ (b: the bottom 24) = quadrant·π/2 + φ; z0 = r cos θ, z1 = r sin θ.
-    Each line is one float32 operation per element, in the kernel's order."""
+    bits), θ = 2π·b·2⁻²⁴ (b: the bottom 24) = octant·π/4 ± t; z0 = r cos θ, z1 = r sin θ.
+    Each line is one float32 operation per element, in the kernel's order (selections are exact)."""
     a, b = _srl(w, 40), w & 0xFFFFFF
     bits = (a + 1).to(torch.float32).view(torch.int32)            # (a+1) exact in float32
     mant = bits & 0x7FFFFF
-    big = (mant | 0x3F800000).view(torch.float32) > _SQRT2        # m ∈ [1, 2) → [√2/2, √2)
+    big = mant > 0x3504F3                                         # 1.mant > √2: m ∈ [√2/2, √2)
     m = (mant | torch.where(big, 0x3F000000, 0x3F800000).to(torch.int32)).view(torch.float32)
-    e = (bits >> 23) - 151 + big.to(torch.int32)
-    s = _exact(torch.div, m - 1.0, m + 1.0)
-    s2 = s * s
-    p = torch.full_like(s, _LOG[0])
-    for c in _LOG[1:] + [1.0]:
-        p = p * s2 + c
-    lg = e.to(torch.float32) * _LN2 + (s + s) * p                 # ln u1 = e ln 2 + 2 atanh(s)
-    r = _exact(torch.sqrt, lg * -2.0)
-    q = b >> 22
-    t = (b & 0x3FFFFF).to(torch.float32) * _PH
+    e = (bits >> 23) - 151 + big.to(torch.int32)                  # (a+1) = m·2^(e+24)
+    s = _exact(torch.div, m - 1.0, m + 1.0)                       # ln m = 2 atanh(s)
+    q = _horner(_LOG, s * s)
+    r = _exact(torch.sqrt, e.to(torch.float32) * _M2LN2 + s * q)  # −2 ln u1 = e(−2 ln 2) + s·Q(s²)
+    o, i = b >> 21, b & 0x1FFFFF                                  # octant; t from the other 21 bits,
+    odd = (o & 1).bool()                                          # mirrored in odd octants
+    t = torch.where(odd, 0x200000 - i, i).to(torch.float32) * _PH
     t2 = t * t
-    sn = torch.full_like(t, _SIN[0])
-    for c in _SIN[1:]:
-        sn = sn * t2 + c
-    sn = t + (t * t2) * sn
-    cs = torch.full_like(t, _COS[0])
-    for c in _COS[1:]:
-        cs = cs * t2 + c
-    cs = t2 * cs + 1.0
-    odd, neg = (q & 1).bool(), (q & 2).bool()
-    c0, s0 = torch.where(odd, -sn, cs), torch.where(odd, cs, sn)
-    c0, s0 = torch.where(neg, -c0, c0), torch.where(neg, -s0, s0)
-    return r * c0, r * s0
+    sn = t + (t * t2) * _horner(_SIN, t2)
+    cs = t2 * _horner(_COS, t2) + 1.0
+    # (cos θ, sin θ) by octant 0..7: (c,s) (s,c) (−s,c) (−c,s) (−c,−s) (−s,−c) (s,−c) (c,−s)
+    swap = (((o + 1) >> 1) & 1).bool()
+    x, y = torch.where(swap, sn, cs), torch.where(swap, cs, sn)
+    x = torch.where((((o + 2) >> 2) & 1).bool(), -x, x)
+    y = torch.where((o >> 2).bool(), -y, y)
+    return r * x, r * y
 
 
 def gaussian_reference(key: int, e: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,12 @@
 //   Rademacher:  element e = −1 iff bit e mod 64 of word(⌊e/64⌋) is set
 // Every float operation below is one IEEE float32 operation (built with -ffp-contract=off and
 // no fast-math: no FMA, no reassociation), in the order the torch reference performs it, so the
-// two agree bit for bit.  Loops are plain enough for the compiler to vectorise; OpenMP spreads
-// them over torch's own thread pool (libgomp.so.1 is the one torch already loaded).
+// two agree bit for bit.  Each law is a one-thread run over an element range that hands every
+// value to a sink inlined into its loop (a fused operation never stores u); the loops are plain
+// enough for the compiler to vectorise (branch-free: a selection is a bit mask, so gcc
+// if-converts it; the counter's c·γ is an induction variable, not a 64-bit multiply per word).
+// `blocks` spreads aligned blocks of a call over torch's own OpenMP thread pool (libgomp.so.1 is
+// the one torch already loaded).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -18,87 +22,76 @@ namespace {
 constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
 constexpr int64_t kParallelMin = 1 << 15;  // elements; below this a call stays on one thread
 
-inline uint64_t word(uint64_t key, uint64_t c) {
-  uint64_t x = key + (c + 1) * kGamma;
+// splitmix64's output function: word(c) = mix(key + (c+1)·γ)
+inline uint64_t mix(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
   return x ^ (x >> 31);
 }
 
+inline uint64_t word(uint64_t key, uint64_t c) { return mix(key + (c + 1) * kGamma); }
+
 inline float as_float(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
 inline uint32_t as_bits(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
 
-// Box–Muller: r = sqrt(−2 ln u1), u1 = (a+1)·2^-24 ∈ (0, 1]; θ = 2π·b·2^-24 = quadrant·π/2 + φ.
+// Box–Muller: r² = −2 ln u1, u1 = (a+1)·2^-24 ∈ (0, 1]; θ = 2π·b·2^-24 = octant·π/4 ± t.
 inline void gauss2(uint64_t w, float& z0, float& z1) {
   const uint32_t a = (uint32_t)(w >> 40), b = (uint32_t)(w & 0xFFFFFFu);
-  // ln u1 = e·ln2 + ln m, (a+1) = m·2^(e+24), m ∈ [√2/2, √2): ln m = 2s(1 + s²/3 + … + s¹⁰/11)
-  const uint32_t bits = as_bits((float)(a + 1u));
-  const bool big = as_float((bits & 0x7FFFFFu) | 0x3F800000u) > 0x1.6a09e6p+0f;
-  const float m = as_float((bits & 0x7FFFFFu) | (big ? 0x3F000000u : 0x3F800000u));
-  const int32_t e = (int32_t)(bits >> 23) - 151 + (big ? 1 : 0);
+  // (a+1) = m·2^(e+24), m ∈ [√2/2, √2); ln m = 2 atanh(s), s = (m−1)/(m+1), |s| ≤ 3 − 2√2:
+  // −2 ln u1 = e·(−2 ln 2) + s·Q(s²), Q a minimax fit of −4 atanh(s)/s (rel. error 8e-10)
+  const uint32_t bits = as_bits((float)(a + 1u)), mant = bits & 0x7FFFFFu;
+  const uint32_t big = mant > 0x3504F3u ? 1u : 0u;   // 1.mant > √2 (√2 = 1.0x3504F3): halve m
+  const float m = as_float(mant | (big ? 0x3F000000u : 0x3F800000u));
+  const int32_t e = (int32_t)(bits >> 23) - 151 + (int32_t)big;
   const float s = (m - 1.0f) / (m + 1.0f);
   const float s2 = s * s;
-  float p = 0x1.745d18p-4f;
-  p = p * s2 + 0x1.c71c72p-4f;
-  p = p * s2 + 0x1.24924ap-3f;
-  p = p * s2 + 0x1.99999ap-3f;
-  p = p * s2 + 0x1.555556p-2f;
-  p = p * s2 + 1.0f;
-  const float lg = (float)e * 0x1.62e430p-1f + (s + s) * p;
-  const float r = std::sqrt(lg * -2.0f);
-  // φ = (b mod 2^22)·(π/2)·2^-22 ∈ [0, π/2): Taylor polynomials of sin and cos
-  const uint32_t q = b >> 22;
-  const float t = (float)(b & 0x3FFFFFu) * 0x1.921fb6p-22f;
+  float q = -0x1.31e0dep-1f;
+  q = q * s2 - 0x1.995ed0p-1f;
+  q = q * s2 - 0x1.55557ap+0f;
+  q = q * s2 - 4.0f;
+  const float r = std::sqrt((float)e * -0x1.62e430p+0f + s * q);
+  // octant o = top 3 bits of b; t ∈ [0, π/4] from the other 21 (mirrored in odd octants:
+  // θ = o·π/4 + t, or (o+1)·π/4 − t); sin t, cos t by minimax polynomials (rel. error 4e-9, 4e-8)
+  const uint32_t o = b >> 21, i = b & 0x1FFFFFu;
+  const uint32_t odd = 0u - (o & 1u);                              // all ones in odd octants
+  const float t = (float)((i ^ odd) + (odd & 0x200001u)) * 0x1.921fb6p-22f;  // odd: 2^21 − i
   const float t2 = t * t;
-  float sn = -0x1.ae7f3ep-41f;
-  sn = sn * t2 + 0x1.612462p-33f;
-  sn = sn * t2 - 0x1.ae6456p-26f;
-  sn = sn * t2 + 0x1.71de3ap-19f;
-  sn = sn * t2 - 0x1.a01a02p-13f;
-  sn = sn * t2 + 0x1.111112p-7f;
-  sn = sn * t2 - 0x1.555556p-3f;
+  float sn = -0x1.9943e2p-13f;
+  sn = sn * t2 + 0x1.11073ap-7f;
+  sn = sn * t2 - 0x1.555546p-3f;
   sn = t + (t * t2) * sn;
-  float cs = 0x1.ae7f3ep-45f;
-  cs = cs * t2 - 0x1.93974ap-37f;
-  cs = cs * t2 + 0x1.1eed8ep-29f;
-  cs = cs * t2 - 0x1.27e4fcp-22f;
-  cs = cs * t2 + 0x1.a01a02p-16f;
-  cs = cs * t2 - 0x1.6c16c2p-10f;
-  cs = cs * t2 + 0x1.555556p-5f;
-  cs = cs * t2 - 0.5f;
+  float cs = -0x1.644d62p-10f;
+  cs = cs * t2 + 0x1.553e80p-5f;
+  cs = cs * t2 - 0x1.ffffb2p-2f;
   cs = 1.0f + t2 * cs;
-  // rotate by the quadrant: (cos θ, sin θ) = (c, s), (−s, c), (−c, −s), (s, −c)
-  float c0 = (q & 1u) ? -sn : cs, s0 = (q & 1u) ? cs : sn;
-  c0 = (q & 2u) ? -c0 : c0;
-  s0 = (q & 2u) ? -s0 : s0;
-  z0 = r * c0;
-  z1 = r * s0;
+  // (cos θ, sin θ) by octant 0..7: (c,s) (s,c) (−s,c) (−c,s) (−c,−s) (−s,−c) (s,−c) (c,−s)
+  const uint32_t swap = 0u - (((o + 1u) >> 1) & 1u), sb = as_bits(sn), cb = as_bits(cs);
+  const float x = as_float(((sb & swap) | (cb & ~swap)) ^ ((((o + 2u) >> 2) & 1u) << 31));
+  const float y = as_float(((cb & swap) | (sb & ~swap)) ^ ((o >> 2) << 31));
+  z0 = r * x;
+  z1 = r * y;
 }
 
-constexpr int64_t kBlock = 256;  // pairs per block: generated into a local buffer, then sunk
+constexpr int64_t kBlock = 2048;  // elements per work item: whole Rademacher words (64), whole pairs
 
-// sink(o, u): element start+o of the direction is u
+// sink(i, u[e0 + i]) for i < m, the Gaussian law (one thread; the sink is inlined into the
+// vectorised loop, so a fused operation never stores u)
 template <class Sink>
-void gaussian(uint64_t key, int64_t start, int64_t n, Sink sink) {
-  if (n <= 0) return;
-  const int64_t end = start + n;
-  int64_t e = start;
+inline void gaussian_run(uint64_t key, int64_t e0, int64_t m, Sink sink) {
   float z0, z1;
-  if (e & 1) { gauss2(word(key, (uint64_t)(e >> 1)), z0, z1); sink(0, z1); ++e; }
-  const int64_t c0 = e >> 1, c1 = end >> 1, base = e - start;
-  const int64_t blocks = (c1 - c0 + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t b0 = c0 + blk * kBlock, m = (c1 - b0) < kBlock ? (c1 - b0) : kBlock;
-    float za[kBlock], zb[kBlock], buf[2 * kBlock];
-#pragma omp simd
-    for (int64_t i = 0; i < m; ++i) gauss2(word(key, (uint64_t)(b0 + i)), za[i], zb[i]);
-    for (int64_t i = 0; i < m; ++i) { buf[2 * i] = za[i]; buf[2 * i + 1] = zb[i]; }
-    const int64_t o = base + 2 * (b0 - c0);
-#pragma omp simd
-    for (int64_t i = 0; i < 2 * m; ++i) sink(o + i, buf[i]);
+  int64_t i = 0;
+  if (e0 & 1) { gauss2(word(key, (uint64_t)(e0 >> 1)), z0, z1); sink(0, z1); i = 1; }  // second of a pair
+  const int64_t pairs = (m - i) >> 1;
+  uint64_t x = key + (uint64_t)(((e0 + i) >> 1) + 1) * kGamma;   // key + (c+1)·γ for the first pair c
+#pragma omp simd linear(x : kGamma)
+  for (int64_t k = 0; k < pairs; ++k) {
+    float a, b;
+    gauss2(mix(x), a, b);
+    x += kGamma;
+    sink(i + 2 * k, a);
+    sink(i + 2 * k + 1, b);
   }
-  if ((end & 1) && end - 1 >= e) { gauss2(word(key, (uint64_t)(end >> 1)), z0, z1); sink(end - 1 - start, z0); }
+  if (i + 2 * pairs < m) { gauss2(word(key, (uint64_t)((e0 + m - 1) >> 1)), z0, z1); sink(m - 1, z0); }
 }
 
 // the 256 sign patterns of a byte, least significant bit first
@@ -108,33 +101,46 @@ struct SignTable {
 };
 const SignTable kSigns;
 
+inline float sign_at(uint64_t key, int64_t e) {
+  return ((word(key, (uint64_t)(e >> 6)) >> (e & 63)) & 1u) ? -1.0f : 1.0f;
+}
+
+// sink(i, u[e0 + i]) for i < m, the Rademacher law (one thread)
 template <class Sink>
-void rademacher(uint64_t key, int64_t start, int64_t n, Sink sink) {
-  if (n <= 0) return;
-  const int64_t end = start + n;
-  int64_t e = start;
-  for (; e < end && (e & 63); ++e)  // head: the rest of a word
-    sink(e - start, ((word(key, (uint64_t)(e >> 6)) >> (e & 63)) & 1u) ? -1.0f : 1.0f);
-  const int64_t w0 = e >> 6, w1 = end >> 6, base = e - start;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t c = w0; c < w1; ++c) {
-    const uint64_t x = word(key, (uint64_t)c);
-    const int64_t o = base + 64 * (c - w0);
+inline void rademacher_run(uint64_t key, int64_t e0, int64_t m, Sink sink) {
+  int64_t i = 0;
+  for (; i < m && ((e0 + i) & 63); ++i) sink(i, sign_at(key, e0 + i));      // head: the rest of a word
+  for (; i + 64 <= m; i += 64) {
+    const uint64_t x = word(key, (uint64_t)((e0 + i) >> 6));
     for (int k = 0; k < 8; ++k) {
       const float* t = kSigns.v[(x >> (8 * k)) & 255u];
 #pragma omp simd
-      for (int b = 0; b < 8; ++b) sink(o + 8 * k + b, t[b]);
+      for (int b = 0; b < 8; ++b) sink(i + 8 * k + b, t[b]);
     }
   }
-  for (e = w1 > w0 ? (w1 << 6) : e; e < end; ++e)  // tail: the start of a last word
-    sink(e - start, ((word(key, (uint64_t)(e >> 6)) >> (e & 63)) & 1u) ? -1.0f : 1.0f);
+  for (; i < m; ++i) sink(i, sign_at(key, e0 + i));                         // tail: the start of a word
 }
 
 template <class Sink>
-int run(int law, uint64_t key, int64_t start, int64_t n, Sink sink) {
-  if (law == 0) { gaussian(key, start, n, sink); return 0; }
-  if (law == 1) { rademacher(key, start, n, sink); return 0; }
-  return 1;
+inline void run(int law, uint64_t key, int64_t e0, int64_t m, Sink sink) {
+  if (law == 0) gaussian_run(key, e0, m, sink);
+  else rademacher_run(key, e0, m, sink);
+}
+
+// op(o, m, e0) for the elements [e0, e0 + m) of [start, start + n) (o = e0 − start), in blocks
+// aligned to multiples of kBlock, spread over the threads; 1 for an unknown law
+template <class Op>
+int blocks(int law, int64_t start, int64_t n, Op op) {
+  if (law != 0 && law != 1) return 1;
+  if (n <= 0) return 0;
+  const int64_t end = start + n, b0 = start / kBlock, b1 = (end + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t lo = start > b * kBlock ? start : b * kBlock;
+    const int64_t hi = end < (b + 1) * kBlock ? end : (b + 1) * kBlock;
+    op(lo - start, hi - lo, lo);
+  }
+  return 0;
 }
 
 }  // namespace
@@ -143,23 +149,33 @@ extern "C" {
 
 // out[o] = factor·u[start + o], o < n
 int ho_fill(int law, uint64_t key, int64_t start, int64_t n, float factor, float* out) {
-  return run(law, key, start, n, [=](int64_t o, float u) { out[o] = factor * u; });
+  return blocks(law, start, n, [=](int64_t o, int64_t m, int64_t e0) {
+    float* y = out + o;
+    run(law, key, e0, m, [=](int64_t i, float u) { y[i] = factor * u; });
+  });
 }
 
 // su = factor·u; plus[o] = w[o] + su, minus[o] = w[o] − su (a paired probe's two points, one pass)
 int ho_pair(int law, uint64_t key, int64_t start, int64_t n, float factor, const float* w,
             float* plus, float* minus) {
-  return run(law, key, start, n, [=](int64_t o, float u) {
-    const float su = factor * u;
-    plus[o] = w[o] + su;
-    minus[o] = w[o] - su;
+  return blocks(law, start, n, [=](int64_t o, int64_t m, int64_t e0) {
+    const float* x = w + o;
+    float *yp = plus + o, *ym = minus + o;
+    run(law, key, e0, m, [=](int64_t i, float u) {
+      const float su = factor * u;
+      yp[i] = x[i] + su;
+      ym[i] = x[i] - su;
+    });
   });
 }
 
 // p[o] = p[o] + factor·u[start + o], in place (an SGD update of one direction)
 int ho_axpy(int law, uint64_t key, int64_t start, int64_t n, float factor, float* p) {
-  return run(law, key, start, n, [=](int64_t o, float u) { p[o] = p[o] + factor * u; });
+  return blocks(law, start, n, [=](int64_t o, int64_t m, int64_t e0) {
+    float* x = p + o;
+    run(law, key, e0, m, [=](int64_t i, float u) { x[i] = x[i] + factor * u; });
+  });
 }
 
-int ho_version() { return 1; }
+int ho_version() { return 3; }
 }
