@@ -168,9 +168,11 @@ def reference_only() -> Iterator[None]:
 
 def _kernel_for(code: int | None, *tensors: torch.Tensor) -> ctypes.CDLL | None:
     """The kernel when it serves these tensors: float32, CPU, contiguous, a law it knows."""
-    if code is None or _disabled or not all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
-                               for t in tensors):
+    if code is None or _disabled:
         return None
+    for t in tensors:      # a plain loop: this runs for every chunk of every sweep
+        if t.dtype != torch.float32 or not t.is_cpu or not t.is_contiguous():
+            return None
     return kernel()
 
 
@@ -229,25 +231,24 @@ def fill_rows(code: int | None, reference: Reference, out: torch.Tensor, key: in
     return out
 
 
-def pair(code: int, w: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, key: int, start: int,
-         mu: float) -> None:
+def pair(code: int | None, w: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, key: int, start: int,
+         mu: float) -> bool:
     """``plus`` ← w + μu, ``minus`` ← w − μu for elements [start, start + n) of u, in one pass (μu
-    rounded once, each sum once; only where :func:`kernel_serves`)."""
+    rounded once, each sum once) where the kernel serves the tensors; False (nothing written)
+    where it does not: the caller then draws μu and forms the sums itself."""
     lib = _kernel_for(code, w, plus, minus)
     if lib is None:
-        raise RuntimeError("counter.pair needs the compiled kernel and float32 CPU tensors")
+        return False
     _call(lib.ho_pair, code, key, start, w.numel(), mu, w, plus, minus)
+    return True
 
 
-def kernel_serves(code: int | None, *tensors: torch.Tensor) -> bool:
-    """True when the compiled kernel handles these tensors (float32, CPU, contiguous) for the law."""
-    return _kernel_for(code, *tensors) is not None
-
-
-def axpy(code: int, p: torch.Tensor, key: int, start: int, factor) -> None:
-    """``p`` ← p + factor·u[start : start + n] in place, the product rounded once, then the sum
-    (only where :func:`kernel_serves`: elsewhere a caller draws factor·u and adds it)."""
+def axpy(code: int | None, p: torch.Tensor, key: int, start: int, factor) -> bool:
+    """``p`` ← p + factor·u[start : start + n] in place, the product rounded once, then the sum,
+    where the kernel serves ``p``; False (``p`` untouched) where it does not: the caller then
+    draws factor·u and adds it."""
     lib = _kernel_for(code, p)
     if lib is None:
-        raise RuntimeError("counter.axpy needs the compiled kernel and a float32 CPU tensor")
+        return False
     _call(lib.ho_axpy, code, key, start, p.numel(), factor, p)
+    return True

@@ -25,7 +25,6 @@ from typing import Sequence
 
 import torch
 
-from . import counter
 from .laws import get_law
 from .rng import direction_key
 from .sweep import SweepContext
@@ -137,11 +136,12 @@ class Directions:
         One pass when the compiled kernel serves the tensors, else μu drawn into ``su`` (default
         ``minus``, which then needs the draw's dtype) and two sums."""
         row = self._row(j)
-        if self._fused(j) and counter.kernel_serves(self.law.kernel, w, plus, minus):
+        if self._fused(j):
             with self.context.phase("perturb"):
-                self.law.pair(w, plus, minus, self.key(probe, j), a * row, mu)
-            self.context.counters.drawn += (b - a) * row
-            return
+                done = self.law.pair(w, plus, minus, self.key(probe, j), a * row, mu)
+            if done:
+                self.context.counters.drawn += (b - a) * row
+                return
         su = minus if su is None else su
         self.chunk(probe, j, a, b, su, factor=mu)
         with self.context.phase("perturb"):
@@ -154,11 +154,12 @@ class Directions:
         (the product rounded once, then the sum): an SGD update along one direction, one pass
         with the compiled kernel, else factor·u drawn into scratch and added."""
         row = self._row(j)
-        if self._fused(j) and counter.kernel_serves(self.law.kernel, part):
+        if self._fused(j):
             with self.context.phase("draw"):
-                self.law.axpy(part, self.key(probe, j), a * row, factor)
-            self.context.counters.drawn += (b - a) * row
-            return
+                done = self.law.axpy(part, self.key(probe, j), a * row, factor)
+            if done:
+                self.context.counters.drawn += (b - a) * row
+                return
         with self.context.arena.lease("axpy-u", part.shape, self.draw_dtype(j), part.device) as g:
             part.add_(self.chunk(probe, j, a, b, g, factor=factor))
 

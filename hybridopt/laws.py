@@ -32,8 +32,6 @@ tests are parametrised over :data:`LAWS`, so it gets every test.  An unknown nam
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from . import counter
@@ -63,13 +61,15 @@ class DirectionLaw:
     def fill_rows(self, out: torch.Tensor, key: int, starts: list[int]) -> torch.Tensor:
         return counter.fill_rows(self.kernel, self.reference, out, key, starts)
 
-    def pair(self, w, plus, minus, key, start, mu) -> None:
-        """``plus``/``minus`` ← w ± μu (tensors the kernel serves: :func:`counter.kernel_serves`)."""
-        counter.pair(self.kernel, w, plus, minus, key, start, mu)
+    def pair(self, w, plus, minus, key, start, mu) -> bool:
+        """``plus``/``minus`` ← w ± μu in one pass; False (nothing written) where the compiled
+        kernel does not serve the tensors (:func:`counter.pair`)."""
+        return counter.pair(self.kernel, w, plus, minus, key, start, mu)
 
-    def axpy(self, p, key, start, factor) -> None:
-        """``p`` ← p + factor·u (float32 CPU tensors the kernel serves: :func:`counter.kernel_serves`)."""
-        counter.axpy(self.kernel, p, key, start, factor)
+    def axpy(self, p, key, start, factor) -> bool:
+        """``p`` ← p + factor·u in one pass; False (``p`` untouched) where the compiled kernel does
+        not serve it (:func:`counter.axpy`)."""
+        return counter.axpy(self.kernel, p, key, start, factor)
 
 
 # float32 constants of the Box–Muller transform (hex: exactly the kernel's literals).  The

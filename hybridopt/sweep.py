@@ -148,6 +148,9 @@ class PhaseTimer:
         return sum(self.exclusive.values())
 
 
+_UNTIMED = contextlib.nullcontext()
+
+
 class SweepContext:
     """Owned by one :class:`~hybridopt.optimizer.HybridOptimizer` (and used by its problem)."""
 
@@ -158,14 +161,16 @@ class SweepContext:
         self.arena = Arena()
         self.counters = Counters()
         self.timer: PhaseTimer | None = None
+        self._plans: dict[tuple, list[tuple[int, int]]] = {}
 
     # -- accounting -----------------------------------------------------------------------------
+    def phase(self, name: str) -> contextlib.AbstractContextManager:
+        """A context timing phase ``name`` when a timer is on; otherwise one shared no-op context
+        (entered for every chunk of every sweep, so it must cost next to nothing)."""
+        return _UNTIMED if self.timer is None else self._timed(name, self.timer)
+
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        timer = self.timer
-        if timer is None:
-            yield
-            return
+    def _timed(self, name: str, timer: PhaseTimer) -> Iterator[None]:
         if timer.sync is not None:
             timer.sync()
         t0 = time.perf_counter()
@@ -188,10 +193,16 @@ class SweepContext:
         """Row ranges [a, b) along dim 0 covering a tensor of ``shape``: one range when the
         tensor has at most :attr:`chunk_elements` elements, else ranges of at most that many
         elements (at least one row each)."""
-        n = math.prod(shape)
-        rows = shape[0] if len(shape) else 1
-        if n <= self.chunk_elements or len(shape) == 0 or rows == 1:
-            return [(0, rows)]
-        k = max(1, self.chunk_elements // (n // rows))
-        bounds = list(range(0, rows, k)) + [rows]
-        return list(zip(bounds[:-1], bounds[1:]))
+        key = (tuple(shape), self.chunk_elements)
+        plan = self._plans.get(key)
+        if plan is None:      # asked for every chunk of every sweep: computed once per shape
+            n = math.prod(shape)
+            rows = shape[0] if len(shape) else 1
+            if n <= self.chunk_elements or len(shape) == 0 or rows == 1:
+                plan = [(0, rows)]
+            else:
+                k = max(1, self.chunk_elements // (n // rows))
+                bounds = list(range(0, rows, k)) + [rows]
+                plan = list(zip(bounds[:-1], bounds[1:]))
+            self._plans[key] = plan
+        return plan

@@ -134,6 +134,7 @@ class ZOUpdate:
         self.context: SweepContext = directions.context
         self._r = len(directions.replicate_shape)
         self._left: dict[int, set[int]] = {j: set(range(len(directions.plan(j)))) for j in range(len(self.params))}
+        self._single: dict[int, float | torch.Tensor | None] = {}
 
     # -- bookkeeping ----------------------------------------------------------------------------
     @property
@@ -163,6 +164,19 @@ class ZOUpdate:
                 g.add_(d.chunk(r, j, a, b, u, factor=c))
         return g
 
+    def _one_direction(self, j: int) -> float | torch.Tensor | None:
+        """The coefficient c of x ← decay·x + c·u on tensor ``j`` (c_0 rounded to the tensor's
+        dtype; on the CPU as a number, elsewhere a 0-dim tensor, so no device sync) when its update
+        is one unreplicated SGD direction drawn in that dtype; else None.  Worked out once per
+        tensor: it is asked for every chunk."""
+        if j not in self._single:
+            p = self.params[j]
+            one = (self.rule.fused_sgd and self.coeffs.shape[0] == 1 and not self._r and p.dim() > 0
+                   and self._g_dtype(j) == p.dtype)
+            c = self.coeffs[0].to(p.dtype) if one else None
+            self._single[j] = float(c) if one and c.is_cpu else c
+        return self._single[j]
+
     def _g_dtype(self, j: int) -> torch.dtype:
         return torch.promote_types(self.directions.draw_dtype(j), self.coeffs.dtype)
 
@@ -179,14 +193,14 @@ class ZOUpdate:
             shape = tuple(p.shape)
         part = p if (p.dim() == 0 or self._r) else p[a:b]
         with ctx.phase("update"):
-            if (self.rule.fused_sgd and self.coeffs.shape[0] == 1 and not self._r and p.dim()
-                    and self._g_dtype(j) == p.dtype):
+            c = self._one_direction(j)
+            if c is not None:
                 # x ← decay·x + c·u, c·u drawn straight into x: one pass over the chunk with the
                 # kernel, bit-identical to g = c·u; x += g (the path below)
                 decay = self._decay(p)
                 if decay != 1.0:
                     part.mul_(decay)
-                self.directions.axpy(0, j, a, b, part, self.coeffs[0].to(p.dtype))
+                self.directions.axpy(0, j, a, b, part, c)
             else:
                 with ctx.arena.lease("update-g", shape, self._g_dtype(j), p.device) as g, \
                         ctx.arena.lease("update-u", shape if self.coeffs.shape[0] > 1 else (0,),
