@@ -88,6 +88,15 @@ GOALS = {
 }
 GOALS_BY_DIRECTION = {"rademacher": {"hybrid_step_over_floor": ("<=", 1.03)}}
 
+#: the goals' time ratios taken round by round: the items of one round run within seconds of each
+#: other, so they share the machine's state (a 2-core VM's speed moves by ±10% within a run, and a
+#: ratio of separately taken medians can pair a fast numerator with a slow denominator)
+ROUND_RATIOS: dict[str, Callable[[dict[str, float]], float]] = {
+    "hybrid_step_over_floor": lambda r: r["step[hybrid]"] / (r["step[fo-peft]"] + 2 * r["forward"]),
+    "zo_step_over_two_forwards": lambda r: r["step[zo-full]"] / (2 * r["forward"]),
+    "zo_step_over_mezo_reference": lambda r: r["step[zo-full]"] / r["step[mezo-reference]"],
+}
+
 
 @dataclass
 class BenchConfig:
@@ -625,6 +634,20 @@ def _counts(stats) -> dict[str, float] | None:
             "zo_row_reads_per_step": stats.zo_row_reads}
 
 
+def round_ratios(samples: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """:data:`ROUND_RATIOS` in every timed round, their median, and their mean with its 95%
+    Student-t interval over the rounds (``paper_figures.derive.interval``)."""
+    from hybridopt.paper_figures.derive import interval
+
+    rounds = min(len(v) for v in samples.values()) if samples else 0
+    out: dict[str, dict[str, Any]] = {}
+    for name, ratio in ROUND_RATIOS.items():
+        values = [ratio({k: v[i] for k, v in samples.items()}) for i in range(rounds)]
+        iv = interval(values)
+        out[name] = {"values": values, "median": _median(values), "mean": iv.mean, "ci95": [iv.lo, iv.hi]}
+    return out
+
+
 def goals_for(direction: str) -> dict[str, tuple[str, float]]:
     return {**GOALS, **GOALS_BY_DIRECTION.get(direction, {})}
 
@@ -726,10 +749,13 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_stats, t_star
             "zo_step_over_mezo_reference": "step[zo-full] / step[mezo-reference]",
             "memory": mem_method,
             "tokens_per_s": "tokens in the mini-batch (unpadded) / step_s",
+            "round_ratios": "the goals' time ratios within each timed round (its items run seconds apart), their "
+                            "median, and their mean with its 95% Student-t interval over the rounds",
             "cpu_time_ratios": "the same ratios from process CPU time (time.process_time) of the same rounds: "
                                "robust to other processes' load; equals work when --threads 1",
         },
         "methods": methods, "pieces": pieces, "ratios": ratios, "goals": goals,
+        "round_ratios": round_ratios(timing["samples"]) if timing else {},
         "cpu_time_ratios": cpu_ratios, "cpu_time_median_s": cm,
         "memory": {k: {kk: vv for kk, vv in v.items() if kk != "workload"} for k, v in memory.items()},
         "analytic_memory": analytic_memory(info, cfg),
@@ -767,6 +793,14 @@ def markdown(res: dict[str, Any]) -> str:
         g = res["goals"].get(k, {})
         lines.append(f"| {k} | {f(v, '{:.3f}') if not isinstance(v, int) else v} | {g.get('goal', '')} | "
                      f"{'' if g.get('met') is None else ('yes' if g['met'] else 'no')} |")
+    if res.get("round_ratios"):
+        lines += ["", "Round by round (the ratio within each timed round; mean with its 95% Student-t interval):", "",
+                  "| ratio | per round | median | mean [95% interval] | goal |", "|---|---|---|---|---|"]
+        for k, r in res["round_ratios"].items():
+            lo, hi = r["ci95"]
+            ci = f" [{f(lo, '{:.3f}')}, {f(hi, '{:.3f}')}]" if lo is not None else ""
+            lines.append(f"| {k} | {' '.join(f(v, '{:.3f}') for v in r['values'])} | {f(r['median'], '{:.3f}')} | "
+                         f"{f(r['mean'], '{:.3f}')}{ci} | {res['goals'].get(k, {}).get('goal', '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         g = res["goals"].get(k)
         tail = f"   goal {g['goal']}: {'met' if g['met'] else 'not met'}" if g and g["met"] is not None else ""
         print(f"  {k:<46} {v if isinstance(v, int) or v is None else f'{v:.3f}'}{tail}")
+    for k, r in res.get("round_ratios", {}).items():
+        lo, hi = r["ci95"]
+        ci = f", mean {r['mean']:.3f} [95% t: {lo:.3f}, {hi:.3f}]" if lo is not None else ""
+        print(f"  {k + ', round by round':<46} median {r['median']:.3f}{ci}")
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0
 

@@ -38,8 +38,15 @@ def test_bench_quick_writes_well_formed_json(tmp_path, capsys):
     assert "zo_pass_s" in res["definitions"] and res["profile"]["zo-full"]["step_s"] > 0
     assert res["profile"]["zo-full"]["labelled_s"]["zo.draw"] > 0          # the core's phases, labelled
     assert res["methods"]["zo-full"]["zo_pass_s"] > 0
+    # the goals' ratios round by round: each from the same round's samples, the interval around the mean
+    samples, reps = res["timing_samples"], res["config"]["reps"]
+    for k in ("hybrid_step_over_floor", "zo_step_over_two_forwards", "zo_step_over_mezo_reference"):
+        r = res["round_ratios"][k]
+        assert len(r["values"]) == reps and r["ci95"][0] <= r["mean"] <= r["ci95"][1], (k, r)
+    floor = [h / (p + 2 * f) for h, p, f in zip(samples["step[hybrid]"], samples["step[fo-peft]"], samples["forward"])]
+    assert res["round_ratios"]["hybrid_step_over_floor"]["values"] == pytest.approx(floor, rel=1e-12)
     md = (tmp_path / "bench.md").read_text()
-    assert "| hybrid |" in md and "hybrid_step_over_floor" in md
+    assert "| hybrid |" in md and "hybrid_step_over_floor" in md and "Round by round" in md
     assert "hybrid_step_over_floor" in capsys.readouterr().out
     assert not list(tmp_path.glob(".*.tmp"))
 
