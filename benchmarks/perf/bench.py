@@ -88,13 +88,15 @@ GOALS = {
 }
 GOALS_BY_DIRECTION = {"rademacher": {"hybrid_step_over_floor": ("<=", 1.03)}}
 
-#: the goals' time ratios taken round by round: the items of one round run within seconds of each
-#: other, so they share the machine's state (a 2-core VM's speed moves by ±10% within a run, and a
-#: ratio of separately taken medians can pair a fast numerator with a slow denominator)
-ROUND_RATIOS: dict[str, Callable[[dict[str, float]], float]] = {
-    "hybrid_step_over_floor": lambda r: r["step[hybrid]"] / (r["step[fo-peft]"] + 2 * r["forward"]),
-    "zo_step_over_two_forwards": lambda r: r["step[zo-full]"] / (2 * r["forward"]),
-    "zo_step_over_mezo_reference": lambda r: r["step[zo-full]"] / r["step[mezo-reference]"],
+#: the goals' time ratios, as functions of item -> seconds: applied to the medians (``ratios``), to
+#: the CPU-time medians and to every timed round (``round_ratios``: the items of one round run
+#: within seconds of each other, so they share the machine's state; a 2-core VM's speed moves by
+#: ±10% within a run, and a ratio of separately taken medians can pair a fast numerator with a
+#: slow denominator)
+TIME_RATIOS: dict[str, Callable[[dict[str, float]], float]] = {
+    "hybrid_step_over_floor": lambda t: _ratio(t["step[hybrid]"], t["step[fo-peft]"] + 2 * t["forward"]),
+    "zo_step_over_two_forwards": lambda t: _ratio(t["step[zo-full]"], 2 * t["forward"]),
+    "zo_step_over_mezo_reference": lambda t: _ratio(t["step[zo-full]"], t["step[mezo-reference]"]),
 }
 
 
@@ -635,14 +637,15 @@ def _counts(stats) -> dict[str, float] | None:
 
 
 def round_ratios(samples: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
-    """:data:`ROUND_RATIOS` in every timed round, their median, and their mean with its 95%
+    """:data:`TIME_RATIOS` in every timed round, their median, and their mean with its 95%
     Student-t interval over the rounds (``paper_figures.derive.interval``)."""
     from hybridopt.paper_figures.derive import interval
 
     rounds = min(len(v) for v in samples.values()) if samples else 0
+    by_round = [{k: v[i] for k, v in samples.items()} for i in range(rounds)]
     out: dict[str, dict[str, Any]] = {}
-    for name, ratio in ROUND_RATIOS.items():
-        values = [ratio({k: v[i] for k, v in samples.items()}) for i in range(rounds)]
+    for name, ratio in TIME_RATIOS.items():
+        values = [ratio(r) for r in by_round]
         iv = interval(values)
         out[name] = {"values": values, "median": _median(values), "mean": iv.mean, "ci95": [iv.lo, iv.hi]}
     return out
@@ -683,14 +686,14 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_stats, t_star
         return _ratio(ma, mb) if ma and mb else None
 
     ratios = {
-        "hybrid_step_over_floor": _ratio(med["step[hybrid]"], med["step[fo-peft]"] + 2 * F),
+        "hybrid_step_over_floor": TIME_RATIOS["hybrid_step_over_floor"](med),
         "weight_pass_over_floor": _ratio(med["weight_pass"], med["step[fo-peft]"] + 2 * F),
         "hybrid_step_over_fo_peft_step": _ratio(med["step[hybrid]"], med["step[fo-peft]"]),
         "hybrid_step_over_fo_full_step": _ratio(med["step[hybrid]"], med["step[fo-full]"]),
         "hybrid_paired_over_central_step": _ratio(med["step[hybrid]"], med["step[hybrid-central]"]),
         "hybrid_reuse_step_over_floor": _ratio(med["step[hybrid-forward]"], med["step[fo-peft]"] + F),
-        "zo_step_over_two_forwards": _ratio(med["step[zo-full]"], 2 * F),
-        "zo_step_over_mezo_reference": _ratio(med["step[zo-full]"], med["step[mezo-reference]"]),
+        "zo_step_over_two_forwards": TIME_RATIOS["zo_step_over_two_forwards"](med),
+        "zo_step_over_mezo_reference": TIME_RATIOS["zo_step_over_mezo_reference"](med),
         "paired_probe_over_two_forwards": _ratio(med["paired_probe"], 2 * F),
         "zo_pass_time_over_two_forwards": _ratio(zo_pass, 2 * F),
         "update_sweep_over_two_forwards": _ratio(med["update_sweep"], 2 * F),
@@ -708,11 +711,11 @@ def _assemble(cfg, machine, info, memory, mem_method, timing, last_stats, t_star
     if cm:
         Fc = cm["forward"]
         cpu_ratios = {
-            "hybrid_step_over_floor": _ratio(cm["step[hybrid]"], cm["step[fo-peft]"] + 2 * Fc),
+            "hybrid_step_over_floor": TIME_RATIOS["hybrid_step_over_floor"](cm),
             "hybrid_step_over_fo_peft_step": _ratio(cm["step[hybrid]"], cm["step[fo-peft]"]),
             "hybrid_reuse_step_over_floor": _ratio(cm["step[hybrid-forward]"], cm["step[fo-peft]"] + Fc),
-            "zo_step_over_two_forwards": _ratio(cm["step[zo-full]"], 2 * Fc),
-            "zo_step_over_mezo_reference": _ratio(cm["step[zo-full]"], cm["step[mezo-reference]"]),
+            "zo_step_over_two_forwards": TIME_RATIOS["zo_step_over_two_forwards"](cm),
+            "zo_step_over_mezo_reference": TIME_RATIOS["zo_step_over_mezo_reference"](cm),
             "paired_probe_over_two_forwards": _ratio(cm["paired_probe"], 2 * Fc),
             "update_sweep_over_two_forwards": _ratio(cm["update_sweep"], 2 * Fc),
         }
