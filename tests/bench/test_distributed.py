@@ -57,12 +57,15 @@ def _run(method, comm):
 METHODS = ("zo-full", "fo-peft", "hybrid")
 
 
-def _exit_worker() -> None:
-    """End a spawned worker now that its results are written and gloo is torn down.  At
-    interpreter exit a library thread is sometimes still joinable and the process aborts
-    ('terminate called without an active exception', SIGABRT) after all its work succeeded: seen
-    in 1 of 25 bare workers that only init gloo, load the tiny model and exit (no hybridopt step),
-    and in 12 of 60 two-process runs of this test's workers, at commit 7a04134 and after it alike."""
+def exit_worker() -> None:
+    """End a distributed test worker now that its results are written.  At interpreter exit, a
+    gloo worker thread can still be releasing a finished collective (a barrier holding the tensors
+    of an earlier all_gather_object); the release needs the GIL, the finalizing interpreter ends
+    the thread, and the unwind through a C++ destructor aborts the process ('terminate called
+    without an active exception', SIGABRT; a core dump's backtrace: ~AsyncBarrierWork ->
+    ~AsyncAllgatherWork -> decref -> take_gil -> pthread_exit).  A torch teardown race after all
+    the work succeeded: seen in 12 of 60 two-process runs of this file's workers, at commit
+    7a04134 and after it alike, with or without destroy_process_group."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -85,7 +88,7 @@ def _worker(rank, world, port, path):
         dist.barrier()    # neither rank tears gloo down while the other still works
     finally:
         dist.destroy_process_group()
-    _exit_worker()
+    exit_worker()
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +147,7 @@ def _quad_worker(rank, world, port, path):
         dist.barrier()    # neither rank tears gloo down while the other still works
     finally:
         dist.destroy_process_group()
-    _exit_worker()
+    exit_worker()
 
 
 def test_torchrun_cli_matches_single_process(tmp_path):

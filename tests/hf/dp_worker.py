@@ -1,6 +1,5 @@
 """One rank of the 2-process HybridTrainer run of test_distributed.py (launched with torchrun)."""
 import hashlib
-import json
 import sys
 import warnings
 
@@ -10,7 +9,8 @@ import torch.distributed as dist
 warnings.filterwarnings("ignore")
 sys.path.insert(0, sys.argv[2])
 
-from tests.hf.test_distributed import equal_length_data, run  # noqa: E402
+from tests.bench.test_distributed import exit_worker  # noqa: E402
+from tests.hf.test_distributed import run  # noqa: E402
 
 torch.set_num_threads(1)
 tr = run(sys.argv[1], per_device=2)
@@ -24,3 +24,4 @@ if dist.get_rank() == 0:
                 "per_step": tr.hybrid.comm.stats.per_step, "world": dist.get_world_size(),
                 "weights": [p.detach().clone() for p in tr.model.parameters()],
                 "fo_numel": sum(p.numel() for p in tr.hybrid.fo_params)}, sys.argv[1] + "/dp.pt")
+exit_worker()   # results written; see exit_worker for the gloo teardown race it avoids
